@@ -1,0 +1,330 @@
+"""llama2.c checkpoints: headers, tensor layout, reading, validation and writing for v0, v1 and v2.
+
+A checkpoint is described by its `Header` (version, byte order, shape, group size); `segments(header)` lists every
+region of the body in file order with its element type, so readers, writers and the streaming byte-order converter
+all walk the same layout.
+"""
+
+import dataclasses
+import os
+import struct
+from pathlib import Path
+
+import numpy as np
+
+from deploy.atomic import atomic_writer
+from deploy.errors import DeployError
+
+MAGIC = 0x616B3432  # "ak42" as a little-endian uint32
+V0_HEADER_BYTES = 28
+V1_HEADER_BYTES = 256
+VERSIONS = (0, 1, 2)
+ENDIAN = {"little": "<", "big": ">"}
+
+# Tensor kinds in the order each version stores them. Shapes are (rows, cols) per layer, cols being the input size.
+LAYER_MATRICES = ("wq", "wk", "wv", "wo", "w1", "w2", "w3")
+NORMS = ("rms_att", "rms_ffn", "rms_final")
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    dim: int
+    hidden_dim: int
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int
+    vocab_size: int
+    seq_len: int
+    shared_classifier: bool = True
+
+    @property
+    def head_size(self):
+        return self.dim // self.n_heads
+
+    @property
+    def kv_dim(self):
+        return self.dim * self.n_kv_heads // self.n_heads
+
+    def problems(self):
+        """Every reason this shape cannot be a llama2.c model; empty when it is fine."""
+        found = [f"{field.name} = {getattr(self, field.name)} is not positive"
+                 for field in dataclasses.fields(self)[:7] if getattr(self, field.name) <= 0]
+        if found:
+            return found
+        if self.dim % self.n_heads:
+            found.append(f"dim {self.dim} is not a multiple of n_heads {self.n_heads}")
+        elif self.head_size % 2:
+            found.append(f"head size {self.head_size} is odd (RoPE rotates pairs)")
+        if self.n_heads % self.n_kv_heads:
+            found.append(f"n_heads {self.n_heads} is not a multiple of n_kv_heads {self.n_kv_heads}")
+        return found
+
+    def shapes(self):
+        """Canonical fp32 tensor shapes, as the reference and the writers use them."""
+        L, d, h, kv, V = self.n_layers, self.dim, self.hidden_dim, self.kv_dim, self.vocab_size
+        shapes = {
+            "tok_embeddings": (V, d),
+            "rms_att": (L, d), "rms_ffn": (L, d), "rms_final": (d,),
+            "wq": (L, d, d), "wk": (L, kv, d), "wv": (L, kv, d), "wo": (L, d, d),
+            "w1": (L, h, d), "w2": (L, d, h), "w3": (L, h, d),
+        }
+        if not self.shared_classifier:
+            shapes["wcls"] = (V, d)
+        return shapes
+
+    def parameter_count(self):
+        return sum(int(np.prod(shape)) for shape in self.shapes().values())
+
+
+@dataclasses.dataclass(frozen=True)
+class Header:
+    version: int
+    byteorder: str
+    config: Config
+    group_size: int = 0  # v2 only
+
+    @property
+    def size(self):
+        return V0_HEADER_BYTES if self.version == 0 else V1_HEADER_BYTES
+
+    @property
+    def quantized(self):
+        return self.version == 2
+
+
+@dataclasses.dataclass(frozen=True)
+class Segment:
+    name: str
+    dtype: str  # "f4" or "i1"
+    count: int
+
+    @property
+    def nbytes(self):
+        return self.count * (4 if self.dtype == "f4" else 1)
+
+
+def quantized_tensors(config):
+    """(name, elements) of every separately quantized tensor of a v2 file, in file order."""
+    shapes = config.shapes()
+    names = [("tok_embeddings", int(np.prod(shapes["tok_embeddings"])))]
+    for kind in LAYER_MATRICES:
+        per_layer = int(np.prod(shapes[kind][1:]))
+        names += [(f"{kind}.{layer}", per_layer) for layer in range(config.n_layers)]
+    if not config.shared_classifier:
+        names.append(("wcls", int(np.prod(shapes["wcls"]))))
+    return names
+
+
+def segments(header):
+    """Every region of the body in file order."""
+    config = header.config
+    sizes = {name: int(np.prod(shape)) for name, shape in config.shapes().items()}
+    if header.version == 0:
+        order = ["tok_embeddings", "rms_att", "wq", "wk", "wv", "wo", "rms_ffn", "w1", "w2", "w3", "rms_final"]
+        found = [Segment(name, "f4", sizes[name]) for name in order]
+        rope = config.seq_len * config.head_size // 2
+        found += [Segment("freq_cis_real", "f4", rope), Segment("freq_cis_imag", "f4", rope)]
+        if not config.shared_classifier:
+            found.append(Segment("wcls", "f4", sizes["wcls"]))
+        return found
+    if header.version == 1:
+        order = [*NORMS, "tok_embeddings", *LAYER_MATRICES]
+        if not config.shared_classifier:
+            order.append("wcls")
+        return [Segment(name, "f4", sizes[name]) for name in order]
+    found = [Segment(name, "f4", sizes[name]) for name in NORMS]
+    for name, count in quantized_tensors(config):
+        found += [Segment(f"{name}.q", "i1", count), Segment(f"{name}.s", "f4", count // header.group_size)]
+    return found
+
+
+def expected_size(header):
+    return header.size + sum(segment.nbytes for segment in segments(header))
+
+
+def default_group_size(config, wanted=64):
+    """llama2.c's rule: halve the group size until it divides dim."""
+    group = wanted
+    while group > 1 and config.dim % group:
+        group //= 2
+    return group
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# headers
+
+
+def _plausible_v0(fields):
+    dim, hidden, layers, heads, kv_heads, vocab, seq = fields
+    return (0 < dim <= 1 << 16 and 0 < hidden <= 1 << 18 and 0 < layers <= 1024 and 0 < heads <= dim
+            and 0 < kv_heads <= heads and 0 < abs(vocab) <= 1 << 22 and 0 < seq <= 1 << 20)
+
+
+def parse_header(raw, path="checkpoint"):
+    """Header from the first bytes of a file (at least 256 when the file has them). Detects the byte order."""
+    if len(raw) < V0_HEADER_BYTES:
+        raise DeployError(path, f"too short for a llama2.c checkpoint ({len(raw)} bytes)")
+    for order, mark in ENDIAN.items():
+        magic = struct.unpack_from(mark + "I", raw, 0)[0]
+        if magic == MAGIC:
+            return _parse_versioned(raw, path, order)
+    for order, mark in ENDIAN.items():
+        fields = struct.unpack_from(mark + "7i", raw, 0)
+        if _plausible_v0(fields):
+            return _make_header(path, 0, order, fields, 0)
+    head = raw[:4].hex(" ")
+    raise DeployError(path, f"not a llama2.c checkpoint: no 'ak42' magic and no plausible v0 header (starts {head})")
+
+
+def _parse_versioned(raw, path, order):
+    mark = ENDIAN[order]
+    if len(raw) < V1_HEADER_BYTES:
+        raise DeployError(path, f"truncated header: {len(raw)} of {V1_HEADER_BYTES} bytes")
+    version = struct.unpack_from(mark + "i", raw, 4)[0]
+    if version not in (1, 2):
+        raise DeployError(path, f"unsupported checkpoint version {version} (known: 0, 1, 2)")
+    fields = struct.unpack_from(mark + "7i", raw, 8)
+    shared = raw[36]
+    if shared not in (0, 1):
+        raise DeployError(path, f"shared-classifier flag is {shared}, expected 0 or 1")
+    group = struct.unpack_from(mark + "i", raw, 37)[0] if version == 2 else 0
+    return _make_header(path, version, order, (*fields[:5], fields[5] if shared else -fields[5], fields[6]), group)
+
+
+def _make_header(path, version, order, fields, group):
+    dim, hidden, layers, heads, kv_heads, vocab, seq = fields
+    config = Config(dim, hidden, layers, heads, kv_heads, abs(vocab), seq, shared_classifier=vocab > 0)
+    problems = config.problems()
+    if problems:
+        raise DeployError(path, "; ".join(problems))
+    header = Header(version, order, config, group)
+    if version == 2:
+        check_group_size(config, group, path)
+    return header
+
+
+def check_group_size(config, group, path="checkpoint"):
+    if group <= 0:
+        raise DeployError(path, f"group size {group} is not positive")
+    if config.dim % group:
+        raise DeployError(path, f"group size {group} does not divide dim {config.dim}")
+    for name, count in quantized_tensors(config):
+        if count % group:
+            raise DeployError(path, f"group size {group} does not divide the {count} elements of {name}")
+
+
+def pack_header(header):
+    config, mark = header.config, ENDIAN[header.byteorder]
+    vocab = config.vocab_size
+    fields = (config.dim, config.hidden_dim, config.n_layers, config.n_heads, config.n_kv_heads)
+    if header.version == 0:
+        return struct.pack(mark + "7i", *fields, vocab if config.shared_classifier else -vocab, config.seq_len)
+    raw = bytearray(V1_HEADER_BYTES)
+    struct.pack_into(mark + "Ii7iB", raw, 0, MAGIC, header.version, *fields, vocab, config.seq_len,
+                     int(config.shared_classifier))
+    if header.version == 2:
+        struct.pack_into(mark + "i", raw, 37, header.group_size)
+    return bytes(raw)
+
+
+def read_header(path):
+    """Header of a checkpoint file, checked against the file's size."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read(V1_HEADER_BYTES)
+    except OSError as error:
+        raise DeployError(path, error.strerror or str(error)) from None
+    header = parse_header(raw, path)
+    actual, expected = os.path.getsize(path), expected_size(header)
+    if actual < expected:
+        raise DeployError(path, f"truncated: {actual} bytes, the v{header.version} header promises {expected}")
+    if actual > expected:
+        raise DeployError(path, f"{actual - expected} trailing bytes after the {expected} the v{header.version} "
+                                f"header describes")
+    return header
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# whole models in memory
+
+
+@dataclasses.dataclass
+class Model:
+    """A checkpoint's weights as fp32 arrays in canonical shapes (see Config.shapes)."""
+
+    config: Config
+    weights: dict
+
+    @property
+    def classifier(self):
+        return self.weights["tok_embeddings"] if self.config.shared_classifier else self.weights["wcls"]
+
+
+def read_model(path):
+    """Read any version into fp32 (int8 weights are dequantized)."""
+    header = read_header(path)
+    config, mark = header.config, ENDIAN[header.byteorder]
+    raw = np.memmap(path, dtype=np.uint8, mode="r", offset=header.size)
+    regions, offset = {}, 0
+    for segment in segments(header):
+        dtype = np.dtype(mark + segment.dtype) if segment.dtype == "f4" else np.int8
+        regions[segment.name] = raw[offset:offset + segment.nbytes].view(dtype)
+        offset += segment.nbytes
+    shapes = config.shapes()
+    weights = {}
+    for name, shape in shapes.items():
+        if header.quantized and name not in NORMS:
+            weights[name] = _dequantize_tensor(regions, name, shape, config, header.group_size)
+        else:
+            weights[name] = regions[name].astype(np.float32).reshape(shape)
+    return Model(config, weights)
+
+
+def _dequantize_tensor(regions, name, shape, config, group):
+    from deploy.quantize import dequantize
+
+    if name in LAYER_MATRICES:
+        layers = [dequantize(regions[f"{name}.{i}.q"], regions[f"{name}.{i}.s"], group)
+                  for i in range(config.n_layers)]
+        return np.stack(layers).reshape(shape)
+    return dequantize(regions[f"{name}.q"], regions[f"{name}.s"], group).reshape(shape)
+
+
+def rope_tables(config):
+    """The freq_cis tables a v0 file carries (run.c recomputes them, but the layout needs them)."""
+    half = config.head_size // 2
+    freqs = 1.0 / (10000.0 ** (np.arange(0, config.head_size, 2)[:half] / config.head_size))
+    angles = np.outer(np.arange(config.seq_len), freqs)
+    return np.cos(angles).astype(np.float32), np.sin(angles).astype(np.float32)
+
+
+def write_model(model, path, version=0, byteorder="little", group_size=64):
+    """Write `model` as a checkpoint of `version` and byte order; v2 quantizes with `group_size` (backed off to fit)."""
+    from deploy.quantize import quantize
+
+    if version not in VERSIONS:
+        raise DeployError(path, f"unknown checkpoint version {version} (known: 0, 1, 2)")
+    config = model.config
+    group = 0
+    if version == 2:
+        group = default_group_size(config, group_size)
+        check_group_size(config, group, path)
+    header = Header(version, byteorder, config, group)
+    mark = ENDIAN[byteorder]
+    cos, sin = rope_tables(config)
+    tensors = dict(model.weights, freq_cis_real=cos, freq_cis_imag=sin)
+    with atomic_writer(path) as out:
+        out.write(pack_header(header))
+        scales = None
+        for segment in segments(header):
+            if segment.dtype == "i1":
+                kind, _, layer = segment.name[:-2].partition(".")
+                tensor = tensors[kind][int(layer)] if layer else tensors[kind]
+                q, scales = quantize(np.asarray(tensor, np.float32).ravel(), group)
+                out.write(q.tobytes())
+            elif segment.name.endswith(".s"):
+                out.write(scales.astype(mark + "f4").tobytes())
+            else:
+                out.write(np.asarray(tensors[segment.name], dtype=mark + "f4").tobytes())
+    return header

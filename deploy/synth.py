@@ -1,0 +1,34 @@
+"""Synthetic models: a valid checkpoint of any shape and version from a seed, for tests and benchmarks."""
+
+import numpy as np
+
+from deploy.checkpoint import Config, Model, write_model
+from deploy.errors import DeployError
+
+# Shapes of the public llama2.c models, for benchmarks that need a realistic size.
+SHAPES = {
+    "stories260K": Config(64, 172, 5, 8, 4, 512, 512),
+    "stories15M": Config(288, 768, 6, 6, 6, 32000, 256),
+    "stories42M": Config(512, 1376, 8, 8, 8, 32000, 1024),
+    "stories110M": Config(768, 2048, 12, 12, 12, 32000, 1024),
+}
+
+
+def random_model(config, seed=0, scale=None):
+    """Gaussian weights scaled like a trained model's (about 1/sqrt(fan-in)) so activations stay in range."""
+    problems = config.problems()
+    if problems:
+        raise DeployError("synthetic model", "; ".join(problems))
+    rng = np.random.default_rng(seed)
+    weights = {}
+    for name, shape in config.shapes().items():
+        if name.startswith("rms"):
+            weights[name] = (1.0 + 0.1 * rng.standard_normal(shape)).astype(np.float32)
+        else:
+            std = scale if scale is not None else 1.0 / np.sqrt(shape[-1])
+            weights[name] = (std * rng.standard_normal(shape, dtype=np.float32)).astype(np.float32)
+    return Model(config, weights)
+
+
+def write_random_model(path, config, version=0, seed=0, byteorder="little", group_size=64):
+    return write_model(random_model(config, seed), path, version, byteorder, group_size)
