@@ -306,6 +306,10 @@ def write_model(model, path, version=0, byteorder="little", group_size=64):
     if version not in VERSIONS:
         raise DeployError(path, f"unknown checkpoint version {version} (known: 0, 1, 2)")
     config = model.config
+    for name, shape in config.shapes().items():
+        tensor = model.weights.get(name)
+        if tensor is None or np.shape(tensor) != shape:
+            raise DeployError(path, f"tensor {name} has shape {np.shape(tensor)}, the config needs {shape}")
     group = 0
     if version == 2:
         group = default_group_size(config, group_size)

@@ -4,6 +4,8 @@ Same semantics as run.c: fp32 activations, RoPE recomputed per position, grouped
 xorshift64* sampler with temperature and top-p, prompt tokens forced, generation ending on BOS.
 """
 
+import ctypes
+import ctypes.util
 import dataclasses
 
 import numpy as np
@@ -13,59 +15,123 @@ from deploy.tokenizer import BOS, printable
 F32 = np.float32
 MASK64 = (1 << 64) - 1
 
+# Every sum runs in index order with float32 rounding after each product and each addition, as run.c's loops do,
+# and expf, sqrtf, powf, cosf and sinf come from this machine's libm, so the reference agrees with a C build here to
+# the last bit rather than to a tolerance.
+
+
+def seq_sum(values):
+    return np.cumsum(values, dtype=F32)[-1]
+
+
+def matvec(columns, x):
+    """W @ x with W given as its transpose (columns contiguous): out[i] = sum over j in order of W[i, j] * x[j]."""
+    out = np.zeros(columns.shape[1], F32)
+    for j in range(columns.shape[0]):
+        out += columns[j] * x[j]
+    return out
+
+
+def _libm():
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("m") or "libm.so.6")
+    except OSError:
+        return None
+
+
+LIBM = _libm()
+
+
+def _float_function(name, double_version):
+    """This machine's float libm function (what a C build calls), or the double one rounded once without a libm."""
+    if LIBM is None:
+        return lambda x: double_version(np.asarray(x, np.float64)).astype(F32)
+    function = getattr(LIBM, name)
+    function.restype, function.argtypes = ctypes.c_float, [ctypes.c_float]
+    vectorized = np.vectorize(function, otypes=[F32])
+    return lambda x: vectorized(np.asarray(x, F32)).astype(F32)
+
+
+EXPF = _float_function("expf", np.exp)
+SQRTF = _float_function("sqrtf", np.sqrt)
+COSF = _float_function("cosf", np.cos)
+SINF = _float_function("sinf", np.sin)
+
+
+def powf(base, exponents):
+    if LIBM is None:
+        return np.power(np.float64(base), np.asarray(exponents, np.float64)).astype(F32)
+    LIBM.powf.restype, LIBM.powf.argtypes = ctypes.c_float, [ctypes.c_float, ctypes.c_float]
+    return np.array([LIBM.powf(base, float(e)) for e in np.asarray(exponents, F32)], F32)
+
 
 def rmsnorm(x, weight):
-    scale = F32(1.0) / np.sqrt(np.mean(x * x, dtype=F32) + F32(1e-5))
+    ss = seq_sum(x * x) / F32(len(x)) + F32(1e-5)
+    scale = F32(1.0) / SQRTF(ss)
     return weight * (scale * x)
 
 
 def softmax(x):
-    e = np.exp(x - x.max())
-    return e / e.sum(dtype=F32)
+    e = EXPF(x - x.max())
+    return e / seq_sum(e)
 
 
 class Transformer:
     def __init__(self, model):
         self.model, self.config = model, model.config
-        c = self.config
+        c, w = self.config, model.weights
+        self.columns = {name: np.ascontiguousarray(np.swapaxes(w[name], -1, -2))
+                        for name in ("wq", "wk", "wv", "wo", "w1", "w2", "w3")}
+        self.columns["classifier"] = np.ascontiguousarray(model.classifier.T)
         self.key_cache = np.zeros((c.n_layers, c.seq_len, c.kv_dim), F32)
         self.value_cache = np.zeros((c.n_layers, c.seq_len, c.kv_dim), F32)
-        half = np.arange(0, c.head_size, 2, dtype=F32) / F32(c.head_size)
-        self.inv_freq = (F32(1.0) / np.power(F32(10000.0), half)).astype(F32)
+        head_dim = (np.arange(0, c.dim, 2) % c.head_size).astype(F32) / F32(c.head_size)
+        self.inv_freq = F32(1.0) / powf(10000.0, head_dim)
 
     def _rope(self, vec, pos):
-        angle = F32(pos) * np.tile(self.inv_freq, len(vec) // len(self.inv_freq) // 2)
-        cos, sin = np.cos(angle).astype(F32), np.sin(angle).astype(F32)
+        angle = F32(pos) * self.inv_freq[:len(vec) // 2]
+        cos, sin = COSF(angle), SINF(angle)
         even, odd = vec[0::2].copy(), vec[1::2].copy()
         vec[0::2] = even * cos - odd * sin
         vec[1::2] = even * sin + odd * cos
 
-    def forward(self, token, pos):
-        c, w = self.config, self.model.weights
+    def _attention(self, layer, q, pos):
+        c = self.config
         hs, kv_mul = c.head_size, c.n_heads // c.n_kv_heads
+        out = np.zeros(c.dim, F32)
+        scale = SQRTF(F32(hs))
+        for h in range(c.n_heads):
+            kv = slice((h // kv_mul) * hs, (h // kv_mul + 1) * hs)
+            keys, values = self.key_cache[layer, :pos + 1, kv], self.value_cache[layer, :pos + 1, kv]
+            query = q[h * hs:(h + 1) * hs]
+            scores = np.zeros(pos + 1, F32)
+            for i in range(hs):
+                scores += keys[:, i] * query[i]
+            weights = softmax(scores / scale)
+            head = np.zeros(hs, F32)
+            for t in range(pos + 1):
+                head += weights[t] * values[t]
+            out[h * hs:(h + 1) * hs] = head
+        return out
+
+    def forward(self, token, pos):
+        c, w, cols = self.config, self.model.weights, self.columns
         x = w["tok_embeddings"][token].astype(F32).copy()
         for layer in range(c.n_layers):
             xb = rmsnorm(x, w["rms_att"][layer])
-            q = w["wq"][layer] @ xb
-            k = w["wk"][layer] @ xb
-            v = w["wv"][layer] @ xb
+            q = matvec(cols["wq"][layer], xb)
+            k = matvec(cols["wk"][layer], xb)
+            v = matvec(cols["wv"][layer], xb)
             self._rope(q, pos)
             self._rope(k, pos)
             self.key_cache[layer, pos], self.value_cache[layer, pos] = k, v
-            keys = self.key_cache[layer, :pos + 1].reshape(pos + 1, c.n_kv_heads, hs)
-            values = self.value_cache[layer, :pos + 1].reshape(pos + 1, c.n_kv_heads, hs)
-            heads = q.reshape(c.n_heads, hs)
-            out = np.empty_like(heads)
-            for h in range(c.n_heads):
-                scores = keys[:, h // kv_mul] @ heads[h] / np.sqrt(F32(hs))
-                out[h] = softmax(scores.astype(F32)) @ values[:, h // kv_mul]
-            x = x + w["wo"][layer] @ out.ravel()
+            x = x + matvec(cols["wo"][layer], self._attention(layer, q, pos))
             xb = rmsnorm(x, w["rms_ffn"][layer])
-            h1, h3 = w["w1"][layer] @ xb, w["w3"][layer] @ xb
-            hidden = h1 * (F32(1.0) / (F32(1.0) + np.exp(-h1))) * h3
-            x = x + w["w2"][layer] @ hidden
+            h1, h3 = matvec(cols["w1"][layer], xb), matvec(cols["w3"][layer], xb)
+            hidden = h1 * (F32(1.0) / (F32(1.0) + EXPF(-h1))) * h3
+            x = x + matvec(cols["w2"][layer], hidden)
         x = rmsnorm(x, w["rms_final"])
-        return (self.model.classifier @ x).astype(F32)
+        return matvec(cols["classifier"], x)
 
 
 @dataclasses.dataclass

@@ -32,3 +32,21 @@ def random_model(config, seed=0, scale=None):
 
 def write_random_model(path, config, version=0, seed=0, byteorder="little", group_size=64):
     return write_model(random_model(config, seed), path, version, byteorder, group_size)
+
+
+def synthetic_tokenizer(vocab_size=512, seed=0):
+    """A valid tokenizer: <unk>, BOS, EOS, the 256 byte tokens, then merged pieces of common English letters."""
+    from deploy.tokenizer import Tokenizer
+
+    if vocab_size < 259:
+        raise DeployError("synthetic tokenizer", f"needs at least 259 tokens, got {vocab_size}")
+    letters = b" etaoinshrdlucmwfgypb"
+    pieces = [b"<unk>", b"\n<s>\n", b"\n</s>\n"] + [b"<0x%02X>" % byte for byte in range(256)]
+    pieces += [bytes([letter]) for letter in letters][:vocab_size - len(pieces)]
+    rng = np.random.default_rng(seed)
+    while len(pieces) < vocab_size:
+        piece = bytes(int(letter) for letter in rng.choice(list(letters), size=int(rng.integers(2, 6))))
+        if piece not in pieces:
+            pieces.append(piece)
+    scores = [0.0] * 259 + [-float(i) for i in range(vocab_size - 259)]
+    return Tokenizer(pieces, scores, max(len(piece) for piece in pieces))

@@ -34,7 +34,7 @@ class Tokenizer:
         """run.c's encoder: dummy-prefix space, UTF-8 code points (byte fallback), then best-score pair merges."""
         data = text.encode("utf-8") if isinstance(text, str) else bytes(text)
         tokens = [BOS] if bos else []
-        if data:
+        if data and self.id_of(b" ") != -1:
             tokens.append(self.id_of(b" "))
         for point in _code_points(data):
             found = self.id_of(point)

@@ -1,0 +1,23 @@
+"""Terminal output: one rich console for the tasks, and the one-line error report."""
+
+import sys
+
+from rich.console import Console
+
+console = Console(highlight=False)
+errors = Console(stderr=True, highlight=False)
+
+
+def report_error(error):
+    errors.print(f"[bold red]error:[/] {error}", soft_wrap=True)
+
+
+def main_guard(function, *args, **kwargs):
+    """Run `function`; a DeployError becomes one line on stderr and exit status 1."""
+    from deploy.errors import DeployError
+
+    try:
+        return function(*args, **kwargs)
+    except DeployError as error:
+        report_error(error)
+        sys.exit(1)

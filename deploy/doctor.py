@@ -1,0 +1,63 @@
+"""What each target needs on this machine (compilers, emulators), what is present, and installing what is missing."""
+
+import dataclasses
+import shutil
+import subprocess
+
+from deploy.profile import known_targets, load_profile
+
+
+@dataclasses.dataclass
+class Tool:
+    target: str
+    role: str  # "compiler" or "emulator"
+    command: str
+    package: str
+    path: str | None
+
+    @property
+    def present(self):
+        return self.path is not None
+
+
+def tools(targets=None):
+    found = []
+    for name in targets or known_targets():
+        profile = load_profile(name)
+        for toolchain in profile.toolchains:
+            if toolchain.get("package"):
+                found.append(Tool(name, "compiler", toolchain["cc"], toolchain["package"],
+                                  shutil.which(toolchain["cc"])))
+        emulator = profile.get("emulator_package")
+        if profile.emulator and emulator:
+            found.append(Tool(name, "emulator", profile.emulator[0], emulator, shutil.which(profile.emulator[0])))
+    return found
+
+
+def version_of(command):
+    try:
+        done = subprocess.run([command, "--version"], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    lines = (done.stdout or done.stderr).splitlines()
+    return lines[0].strip() if lines else ""
+
+
+def missing_packages(targets=None):
+    return sorted({tool.package for tool in tools(targets) if not tool.present})
+
+
+def install_command(packages):
+    return ["apt-get", "install", "-y", "--no-install-recommends", *packages]
+
+
+def install(packages):
+    """apt-get install the packages (as root); returns the exit status."""
+    if not packages:
+        return 0
+    subprocess.run(["apt-get", "update"], check=False)
+    return subprocess.run(install_command(packages)).returncode
+
+
+if __name__ == "__main__":
+    raise SystemExit(install(missing_packages()))

@@ -1,0 +1,124 @@
+"""Command-line tasks (invoke). Each task parses its options and calls into the deploy package, where the work is."""
+
+import shlex
+from pathlib import Path
+
+from invoke import Collection, task
+
+from deploy.console import console, main_guard
+
+
+def _build(target, exact, toolchain=None, force=False):
+    from deploy.build import build
+    from deploy.plan import make_plan
+    from deploy.profile import load_profile
+
+    return build(make_plan(load_profile(target), exact=exact, toolchain=toolchain), force=force)
+
+
+@task(help={"target": "target profile name (see targets/)", "exact": "scalar kernel, bit-exact with the host",
+            "toolchain": "use this toolchain of the profile instead of the first installed one",
+            "force": "rebuild even when nothing changed"})
+def build(c, target="host", exact=False, toolchain=None, force=False):
+    """Render the port for a target and compile it; prints the binary's path."""
+    result = main_guard(_build, target, exact, toolchain, force)
+    state = "unchanged" if result.skipped else f"built in {result.seconds:.1f} s"
+    console.print(f"[dim]{' '.join(result.command)}[/]", soft_wrap=True)
+    console.print(f"{result.binary} ({state})")
+
+
+def _run(target, model, tokenizer, exact, args):
+    from deploy.convert import model_for_target
+    from deploy.runner import run_program
+
+    result = _build(target, exact)
+    model_path, tokenizer_path = model_for_target(result.plan.profile, model, tokenizer, result.plan.out_dir / "model")
+    return run_program(result.plan, [model_path, "-z", tokenizer_path, *args])
+
+
+@task(help={"target": "target profile name", "model": "checkpoint file", "tokenizer": "tokenizer.bin file",
+            "exact": "use the exact (scalar) build"})
+def run(c, model, tokenizer, target="host", exact=False):
+    """Build if needed and run the program on a model; arguments after `--` go to the program (-t -p -s -n -i -m)."""
+    done = main_guard(_run, target, model, tokenizer, exact, shlex.split(c.remainder))
+    raise SystemExit(done.returncode)
+
+
+@task(help={"model": "source checkpoint", "out": "output file (or folder with --target)",
+            "tokenizer": "tokenizer.bin to convert too (with --target)", "target": "convert for this target profile",
+            "version": "checkpoint version to write: 0, 1 or 2 (int8)", "byteorder": "little or big",
+            "group_size": "int8 group size (v2)"})
+def convert(c, model, out, tokenizer=None, target=None, version=None, byteorder=None, group_size=None):
+    """Convert a checkpoint's version or byte order, or prepare model and tokenizer for a target."""
+    from deploy import convert as conv
+    from deploy.profile import load_profile
+
+    def work():
+        if target:
+            if not tokenizer:
+                raise_missing("--tokenizer is needed with --target")
+            files = conv.convert_for_target(load_profile(target), model, tokenizer, out,
+                                            None if version is None else int(version))
+            return files.manifests
+        return [conv.convert_checkpoint(model, out, None if version is None else int(version), byteorder,
+                                        None if group_size is None else int(group_size))]
+
+    for entry in main_guard(work):
+        console.print(f"{entry['file']}: {entry['size']:,} bytes, {entry['byteorder']}-endian, sha256 "
+                      f"{entry['sha256'][:16]}…")
+
+
+def raise_missing(message):
+    from deploy.errors import DeployError
+
+    raise DeployError(message)
+
+
+@task(help={"out": "checkpoint to write", "shape": "stories260K, stories15M, stories42M or stories110M",
+            "version": "0, 1 or 2", "seed": "random seed", "byteorder": "little or big"})
+def synth(c, out, shape="stories260K", version=0, seed=0, byteorder="little"):
+    """Write a random-weights checkpoint of a known shape (for tests and benchmarks)."""
+    from deploy.errors import DeployError
+    from deploy.synth import SHAPES, write_random_model
+
+    def work():
+        if shape not in SHAPES:
+            raise DeployError(f"unknown shape '{shape}' (known: {', '.join(SHAPES)})")
+        return write_random_model(out, SHAPES[shape], int(version), int(seed), byteorder)
+
+    header = main_guard(work)
+    console.print(f"{out}: v{header.version} {shape} ({Path(out).stat().st_size:,} bytes)")
+
+
+@task(help={"model": "checkpoint file", "tokenizer": "optional tokenizer.bin to check against it"})
+def inspect(c, model, tokenizer=None):
+    """Show and validate a checkpoint's header (and a tokenizer against it)."""
+    from rich.table import Table
+
+    from deploy.byteorder import detect_tokenizer_byteorder
+    from deploy.checkpoint import read_header
+    from deploy.tokenizer import read_tokenizer
+
+    def work():
+        header = read_header(model)
+        tok = tokenizer and read_tokenizer(tokenizer, header.config.vocab_size, detect_tokenizer_byteorder(tokenizer))
+        return header, tok
+
+    header, tok = main_guard(work)
+    table = Table(title=str(model))
+    table.add_column("field")
+    table.add_column("value", justify="right")
+    table.add_row("version", str(header.version))
+    table.add_row("byte order", header.byteorder)
+    if header.quantized:
+        table.add_row("group size", str(header.group_size))
+    for name, value in vars(header.config).items():
+        table.add_row(name, str(value))
+    table.add_row("parameters", f"{header.config.parameter_count():,}")
+    if tok:
+        table.add_row("tokenizer", f"{tok.vocab_size} tokens, max length {tok.max_token_length}")
+    console.print(table)
+
+
+models = Collection("models", synth, inspect)
+namespace = Collection(build, run, convert, models)
