@@ -1,6 +1,7 @@
 """Command-line tasks (invoke). Each task parses its options and calls into the deploy package, where the work is."""
 
 import shlex
+import sys
 from pathlib import Path
 
 from invoke import Collection, task
@@ -27,6 +28,13 @@ def build(c, target="host", exact=False, toolchain=None, force=False):
     console.print(f"{result.binary} ({state})")
 
 
+def _passthrough(c):
+    """The arguments after `--`, with their original quoting (invoke's remainder is one space-joined string)."""
+    if "--" in sys.argv:
+        return sys.argv[sys.argv.index("--") + 1:]
+    return shlex.split(c.remainder)
+
+
 def _run(target, model, tokenizer, exact, args):
     from deploy.convert import model_for_target
     from deploy.runner import run_program
@@ -40,7 +48,7 @@ def _run(target, model, tokenizer, exact, args):
             "exact": "use the exact (scalar) build"})
 def run(c, model, tokenizer, target="host", exact=False):
     """Build if needed and run the program on a model; arguments after `--` go to the program (-t -p -s -n -i -m)."""
-    done = main_guard(_run, target, model, tokenizer, exact, shlex.split(c.remainder))
+    done = main_guard(_run, target, model, tokenizer, exact, _passthrough(c))
     raise SystemExit(done.returncode)
 
 

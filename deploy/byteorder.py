@@ -3,6 +3,7 @@
 import dataclasses
 import hashlib
 import struct
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -16,12 +17,31 @@ CHUNK_BYTES = 8 << 20
 
 
 class _HashingWriter:
-    def __init__(self, handle):
-        self.handle, self.digest = handle, hashlib.sha256()
+    """Writes blocks and hashes them on a worker thread (hashlib releases the GIL), so hashing overlaps the I/O.
 
-    def write(self, data):
-        self.digest.update(data)
-        self.handle.write(data)
+    Blocks alternate between two buffers: a buffer is refilled only after its previous hash has finished."""
+
+    def __init__(self, handle, chunk_bytes):
+        self.handle, self.digest = handle, hashlib.sha256()
+        self.buffers = [bytearray(chunk_bytes), bytearray(chunk_bytes)]
+        self.pending = [None, None]
+        self.turn = 0
+        self.pool = ThreadPoolExecutor(max_workers=1)
+
+    def next_buffer(self):
+        """The buffer to fill next, once the hash that last used it is done."""
+        self.turn ^= 1
+        if self.pending[self.turn] is not None:
+            self.pending[self.turn].result()
+        return self.buffers[self.turn]
+
+    def write(self, view):
+        self.pending[self.turn] = self.pool.submit(self.digest.update, view)
+        self.handle.write(view)
+
+    def hexdigest(self):
+        self.pool.shutdown(wait=True)
+        return self.digest.hexdigest()
 
 
 def convert_checkpoint_byteorder(source, dest, byteorder, chunk_bytes=CHUNK_BYTES):
@@ -29,16 +49,17 @@ def convert_checkpoint_byteorder(source, dest, byteorder, chunk_bytes=CHUNK_BYTE
     header = read_header(source)
     target = dataclasses.replace(header, byteorder=byteorder)
     chunk_bytes -= chunk_bytes % 4
-    buffer = bytearray(chunk_bytes)
     swap = header.byteorder != byteorder
     with open(source, "rb") as src, atomic_writer(dest) as raw_out:
-        out = _HashingWriter(raw_out)
+        out = _HashingWriter(raw_out, chunk_bytes)
         src.seek(header.size)
-        out.write(pack_header(target))
+        packed = pack_header(target)
+        out.next_buffer()[:len(packed)] = packed
+        out.write(memoryview(out.buffers[out.turn])[:len(packed)])
         for segment in segments(header):
             remaining = segment.nbytes
             while remaining:
-                view = memoryview(buffer)[:min(remaining, chunk_bytes)]
+                view = memoryview(out.next_buffer())[:min(remaining, chunk_bytes)]
                 got = src.readinto(view)
                 if got != len(view):
                     raise DeployError(source, f"ended early inside {segment.name}")
@@ -46,7 +67,8 @@ def convert_checkpoint_byteorder(source, dest, byteorder, chunk_bytes=CHUNK_BYTE
                     np.frombuffer(view, dtype=np.uint32).byteswap(inplace=True)
                 out.write(view)
                 remaining -= got
-    return write_manifest(dest, describe_checkpoint(target), out.digest.hexdigest())
+        digest = out.hexdigest()
+    return write_manifest(dest, describe_checkpoint(target), digest)
 
 
 def convert_tokenizer_byteorder(source, dest, byteorder, from_byteorder="little", vocab_size=None):
