@@ -12,7 +12,7 @@ class Tool:
     target: str
     role: str  # "compiler" or "emulator"
     command: str
-    package: str
+    packages: list
     path: str | None
 
     @property
@@ -25,12 +25,12 @@ def tools(targets=None):
     for name in targets or known_targets():
         profile = load_profile(name)
         for toolchain in profile.toolchains:
-            if toolchain.get("package"):
-                found.append(Tool(name, "compiler", toolchain["cc"], toolchain["package"],
+            if toolchain.get("packages"):
+                found.append(Tool(name, "compiler", toolchain["cc"], toolchain["packages"],
                                   shutil.which(toolchain["cc"])))
-        emulator = profile.get("emulator_package")
-        if profile.emulator and emulator:
-            found.append(Tool(name, "emulator", profile.emulator[0], emulator, shutil.which(profile.emulator[0])))
+        if profile.emulator:
+            found.append(Tool(name, "emulator", profile.emulator[0], profile.get("emulator_packages", []),
+                              shutil.which(profile.emulator[0])))
     return found
 
 
@@ -44,7 +44,7 @@ def version_of(command):
 
 
 def missing_packages(targets=None):
-    return sorted({tool.package for tool in tools(targets) if not tool.present})
+    return sorted({package for tool in tools(targets) if not tool.present for package in tool.packages})
 
 
 def install_command(packages):

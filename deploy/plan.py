@@ -75,4 +75,4 @@ def choose_toolchain(profile, wanted=None):
             return entry
     missing = entries[0]
     raise DeployError(f"{profile.name}: compiler {missing['cc']} not found; install it with: "
-                      f"{missing.get('install') or 'apt-get install ' + missing.get('package', missing['cc'])}")
+                      f"{missing.get('install') or 'apt-get install ' + ' '.join(missing.get('packages', [missing['cc']]))}")

@@ -19,7 +19,7 @@ KERNEL_FEATURE = {"sse": "sse", "neon": "neon", "altivec": "altivec"}
 
 # A schema value is a type, a tuple of types, a list of allowed values, a dict (nested mapping) or [schema] (a list).
 TOOLCHAIN = {
-    "name": str, "kind": ["native", "cross", "bundle", "remote"], "cc": str, "package": str,
+    "name": str, "kind": ["native", "cross", "bundle", "remote"], "cc": str, "packages": [str],
     "flags": [str], "exact_flags": [str], "libs": [str], "install": str, "output": str,
 }
 SCHEMA = {
@@ -38,6 +38,7 @@ SCHEMA = {
     "files": {"program": str, "model": str, "tokenizer": str},
     "toolchains": [TOOLCHAIN],
     "emulator": [str],
+    "emulator_packages": [str],
     "transport": ["local", "ftp-serve", "ftp-push", "sftp", "adb", "manual"],
     "published": [{"model": str, "tok_s": (int, float), "source": str, "note": str}],
 }
