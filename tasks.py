@@ -17,15 +17,33 @@ def _build(target, exact, toolchain=None, force=False):
     return build(make_plan(load_profile(target), exact=exact, toolchain=toolchain), force=force)
 
 
-@task(help={"target": "target profile name (see targets/)", "exact": "scalar kernel, bit-exact with the host",
-            "toolchain": "use this toolchain of the profile instead of the first installed one",
+@task(help={"target": "target profile name (see targets/), or all", "exact": "scalar kernel and portable math: "
+            "the same bytes on every target", "toolchain": "use this toolchain of the profile (e.g. borland)",
             "force": "rebuild even when nothing changed"})
 def build(c, target="host", exact=False, toolchain=None, force=False):
-    """Render the port for a target and compile it; prints the binary's path."""
-    result = main_guard(_build, target, exact, toolchain, force)
-    state = "unchanged" if result.skipped else f"built in {result.seconds:.1f} s"
-    console.print(f"[dim]{' '.join(result.command)}[/]", soft_wrap=True)
-    console.print(f"{result.binary} ({state})")
+    """Render the port for a target and compile it (or write its bundle); prints the output's path."""
+    from deploy.profile import known_targets
+
+    if target != "all":
+        result = main_guard(_build, target, exact, toolchain, force)
+        state = "unchanged" if result.skipped else f"built in {result.seconds:.1f} s"
+        if not result.ran:
+            state = f"bundle to build on the target with {result.plan.toolchain['script']}"
+        console.print(f"[dim]{' '.join(result.command)}[/]", soft_wrap=True)
+        console.print(f"{result.output} ({state})")
+        return
+    from deploy.report import build_table
+
+    from deploy.plan import toolchain_present
+    from deploy.profile import load_profile
+
+    results = []
+    for name in known_targets():
+        for entry in main_guard(load_profile, name).toolchains:
+            if entry.get("kind") == "bundle" or toolchain_present(entry):
+                with console.status(f"building {name} with {entry['name']}"):
+                    results.append(main_guard(_build, name, exact, entry["name"], force))
+    console.print(build_table(results))
 
 
 def _passthrough(c):
@@ -128,5 +146,31 @@ def inspect(c, model, tokenizer=None):
     console.print(table)
 
 
+@task(help={"target": "only this target"})
+def doctor(c, target=None):
+    """List each target's compilers and emulators: present (with version) or the command that installs them."""
+    from deploy.doctor import install_commands, missing
+    from deploy.report import doctor_table
+
+    targets = [target] if target else None
+    console.print(main_guard(doctor_table, targets))
+    commands = install_commands(*missing(targets))
+    if commands:
+        console.print("missing; install with (as root), or run `invoke setup`:")
+        for command in commands:
+            console.print(f"  {command}", soft_wrap=True)
+    else:
+        console.print("everything is installed")
+
+
+@task(help={"target": "only this target"})
+def setup(c, target=None):
+    """Install every missing compiler and emulator (apt as root, PyPI into this Python)."""
+    from deploy.doctor import install, missing
+
+    status = install(*missing([target] if target else None))
+    raise SystemExit(status)
+
+
 models = Collection("models", synth, inspect)
-namespace = Collection(build, run, convert, models)
+namespace = Collection(build, run, convert, doctor, setup, models)

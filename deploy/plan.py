@@ -1,7 +1,10 @@
 """Profile -> build plan: which template branches, which toolchain, which flags, where the output goes."""
 
 import dataclasses
+import importlib.util
+import shlex
 import shutil
+import sys
 from pathlib import Path
 
 from deploy.errors import DeployError
@@ -10,6 +13,25 @@ from deploy.profile import ROOT
 BUILD_DIR = ROOT / "build"
 # Flags every C build gets: no fused multiply-add, so products round to float exactly as in the scalar reference.
 COMMON_FLAGS = ["-ffp-contract=off"]
+
+
+def compiler_argv(toolchain):
+    """The compiler as a command: `python -m module ...` runs in this interpreter (zig comes from PyPI)."""
+    argv = shlex.split(toolchain["cc"])
+    return [sys.executable, *argv[1:]] if argv[0] == "python" else argv
+
+
+def toolchain_present(toolchain):
+    argv = compiler_argv(toolchain)
+    if argv[0] == sys.executable and len(argv) > 2 and argv[1] == "-m":
+        return importlib.util.find_spec(argv[2]) is not None
+    return shutil.which(argv[0]) is not None
+
+
+def install_hint(toolchain):
+    if toolchain.get("pip"):
+        return f"pip install {' '.join(toolchain['pip'])}"
+    return f"apt-get install {' '.join(toolchain.get('packages', []))}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,12 +47,16 @@ class BuildPlan:
         return self.profile.name
 
     @property
+    def is_bundle(self):
+        return self.toolchain.get("kind") == "bundle"
+
+    @property
     def program(self):
         return self.out_dir / self.profile["files"]["program"]
 
     @property
     def source(self):
-        return self.out_dir / "run.c"
+        return self.out_dir / ("RUN.C" if self.profile.get("disk", {}).get("names") == "8.3" else "run.c")
 
     @property
     def cflags(self):
@@ -43,8 +69,12 @@ class BuildPlan:
         return flags
 
     def compile_command(self):
+        """The command that builds here (a cross or native compiler), or the bundle's command for the target."""
         tc = self.toolchain
-        return [tc["cc"], *self.cflags, "-o", str(self.program), str(self.source), *tc.get("libs", [])]
+        if self.is_bundle:
+            return list(tc["command"])
+        return [*compiler_argv(tc), *self.cflags, "-o", str(self.program), "-x", "c", str(self.source),
+                *tc.get("libs", [])]
 
     def template_context(self):
         files = self.profile["files"]
@@ -52,18 +82,19 @@ class BuildPlan:
 
 
 def make_plan(profile, exact=False, toolchain=None, build_dir=None):
-    """The build plan for `profile`; exact mode swaps in the scalar kernel and single-threaded code."""
-    toolchain_entry = choose_toolchain(profile, toolchain)
-    port = dict(profile.port)
-    port.setdefault("read_chunk", 65536)
+    """The build plan for `profile`. Exact mode swaps in the scalar kernel, one thread and the portable math
+    functions, so that every target's exact build prints the same bytes as every other's."""
+    entry = choose_toolchain(profile, toolchain)
+    port = {"read_chunk": 65536, "memory_cap_mb": 0, "math": "libm", **profile.port, **entry.get("port", {})}
     if exact:
-        port.update(kernel="scalar", threads="none")
-    out_dir = Path(build_dir or BUILD_DIR) / (profile.name + ("-exact" if exact else ""))
-    return BuildPlan(profile, exact, toolchain_entry, port, out_dir)
+        port.update(kernel="scalar", threads="none", math="portable")
+    suffix = ("-" + entry["name"] if entry.get("kind") == "bundle" else "") + ("-exact" if exact else "")
+    out_dir = Path(build_dir or BUILD_DIR) / (profile.name + suffix)
+    return BuildPlan(profile, exact, entry, port, out_dir)
 
 
 def choose_toolchain(profile, wanted=None):
-    """The first toolchain of the profile's preference list that is installed (or the one named `wanted`)."""
+    """The first installed toolchain of the profile's preference list (a bundle always counts), or `wanted`."""
     entries = profile.toolchains
     if wanted:
         entries = [tc for tc in entries if tc["name"] == wanted]
@@ -71,8 +102,7 @@ def choose_toolchain(profile, wanted=None):
             names = ", ".join(tc["name"] for tc in profile.toolchains)
             raise DeployError(profile.path, f"has no toolchain '{wanted}' (has: {names})")
     for entry in entries:
-        if entry.get("kind") in ("bundle", "remote") or shutil.which(entry["cc"]):
+        if entry.get("kind") == "bundle" or toolchain_present(entry):
             return entry
-    missing = entries[0]
-    raise DeployError(f"{profile.name}: compiler {missing['cc']} not found; install it with: "
-                      f"{missing.get('install') or 'apt-get install ' + ' '.join(missing.get('packages', [missing['cc']]))}")
+    first = entries[0]
+    raise DeployError(f"{profile.name}: compiler {first['cc']} not found; install it with: {install_hint(first)}")

@@ -14,13 +14,16 @@ from deploy.errors import DeployError
 ROOT = Path(__file__).resolve().parent.parent
 TARGETS_DIR = ROOT / "targets"
 
-KERNELS = ["scalar", "sse", "neon", "altivec"]
+KERNELS = ["scalar", "rows4", "sse", "neon", "altivec"]
 KERNEL_FEATURE = {"sse": "sse", "neon": "neon", "altivec": "altivec"}
 
 # A schema value is a type, a tuple of types, a list of allowed values, a dict (nested mapping) or [schema] (a list).
 TOOLCHAIN = {
-    "name": str, "kind": ["native", "cross", "bundle", "remote"], "cc": str, "packages": [str],
-    "flags": [str], "exact_flags": [str], "libs": [str], "install": str, "output": str,
+    "name": str, "kind": ["native", "cross", "bundle"], "cc": str, "packages": [str], "pip": [str],
+    "flags": [str], "exact_flags": [str], "libs": [str],
+    # a bundle is built on the target: a script with this command line, and how to check its source here
+    "script": str, "line_ends": ["lf", "crlf"], "command": [str], "check": [str], "port": dict,
+    "runs_here": bool,  # the bundle's compiler also runs on this machine (bcc32 under Wine, say)
 }
 SCHEMA = {
     "name": str,
@@ -32,13 +35,14 @@ SCHEMA = {
     "disk": {"size_mb": int, "filesystem": str, "max_file_bytes": int, "names": ["posix", "8.3"]},
     "os": ["linux", "windows98", "macosx", "android"],
     "port": {"dialect": ["c89", "gnu89", "gnu99"], "kernel": KERNELS, "loader": ["fread", "mmap"],
-             "timer": ["clock_gettime", "gettickcount", "mach", "clock"], "threads": ["none", "openmp"],
-             "int64": ["long_long", "int64", "dwordlong"], "allocator": ["malloc", "virtualalloc"],
-             "read_chunk": int},
+             "timer": ["clock_gettime", "gettickcount", "mach", "clock"], "threads": ["none", "openmp"], "math": ["libm", "portable"],
+             "allocator": ["malloc", "virtualalloc"], "memory_cap_mb": int, "read_chunk": int},
     "files": {"program": str, "model": str, "tokenizer": str},
     "toolchains": [TOOLCHAIN],
     "emulator": [str],
     "emulator_packages": [str],
+    "emulator_env": dict,
+    "emulator_init": [str],
     "transport": ["local", "ftp-serve", "ftp-push", "sftp", "adb", "manual"],
     "published": [{"model": str, "tok_s": (int, float), "source": str, "note": str}],
 }

@@ -16,8 +16,9 @@ F32 = np.float32
 MASK64 = (1 << 64) - 1
 
 # Every sum runs in index order with float32 rounding after each product and each addition, as run.c's loops do,
-# and expf, sqrtf, powf, cosf and sinf come from this machine's libm, so the reference agrees with a C build here to
-# the last bit rather than to a tolerance.
+# and the float math functions are either this machine's libm (as a default build calls them) or the template's
+# portable ones (as an exact build runs them): so the reference agrees with a C build to the last bit, not to a
+# tolerance.
 
 
 def seq_sum(values):
@@ -39,46 +40,99 @@ def _libm():
         return None
 
 
-LIBM = _libm()
-
-
-def _float_function(name, double_version):
-    """This machine's float libm function (what a C build calls), or the double one rounded once without a libm."""
-    if LIBM is None:
-        return lambda x: double_version(np.asarray(x, np.float64)).astype(F32)
-    function = getattr(LIBM, name)
-    function.restype, function.argtypes = ctypes.c_float, [ctypes.c_float]
+def _libm_function(libm, name, arity=1):
+    function = getattr(libm, name)
+    function.restype, function.argtypes = ctypes.c_float, [ctypes.c_float] * arity
     vectorized = np.vectorize(function, otypes=[F32])
-    return lambda x: vectorized(np.asarray(x, F32)).astype(F32)
+    return lambda *args: vectorized(*[np.asarray(a, F32) for a in args]).astype(F32)
 
 
-EXPF = _float_function("expf", np.exp)
-SQRTF = _float_function("sqrtf", np.sqrt)
-COSF = _float_function("cosf", np.cos)
-SINF = _float_function("sinf", np.sin)
+class LibmMath:
+    """This machine's libm float functions: what a default C build here calls."""
+
+    def __init__(self):
+        libm = _libm()
+        if libm is None:
+            raise RuntimeError("no libm to load")
+        self.expf, self.cosf, self.sinf = (_libm_function(libm, name) for name in ("expf", "cosf", "sinf"))
+        powf = _libm_function(libm, "powf", 2)
+        self.pow10000f = lambda e: powf(F32(10000.0), e)
+
+    @staticmethod
+    def sqrtf(x):
+        return np.sqrt(np.asarray(x, F32))
 
 
-def powf(base, exponents):
-    if LIBM is None:
-        return np.power(np.float64(base), np.asarray(exponents, np.float64)).astype(F32)
-    LIBM.powf.restype, LIBM.powf.argtypes = ctypes.c_float, [ctypes.c_float, ctypes.c_float]
-    return np.array([LIBM.powf(base, float(e)) for e in np.asarray(exponents, F32)], F32)
+def _r(x):
+    return np.asarray(x, F32)
 
 
-def rmsnorm(x, weight):
+class PortableMath:
+    """The exact-mode math of ports/run.c.j2 (portable_expf, portable_sincos) step for step in float32."""
+
+    @staticmethod
+    def sqrtf(x):
+        return np.sqrt(np.asarray(x, np.float64)).astype(F32)
+
+    @staticmethod
+    def expf(x):
+        x = _r(x)
+        k = np.floor(_r(_r(x * F32(1.44269502)) + F32(0.5)))
+        r = _r(x - _r(k * F32(0.693145752)))
+        r = _r(r - _r(k * F32(1.42860677e-06)))
+        p = np.full_like(r, F32(0.000198412701))
+        for c in (0.00138888892, 0.00833333377, 0.0416666679, 0.166666672, 0.5, 1.0, 1.0):
+            p = _r(_r(p * r) + F32(c))
+        with np.errstate(over="ignore"):
+            out = np.ldexp(p.astype(np.float64), k.astype(np.int64)).astype(F32)
+        out = np.where(x > F32(88.5), F32(np.inf), out)
+        return np.where(x < F32(-104.0), F32(0.0), out).astype(F32)
+
+    def pow10000f(self, e):
+        return self.expf(_r(_r(e) * F32(9.2103405)))
+
+    @staticmethod
+    def _sincos(x, want_cos):
+        x = _r(x)
+        n = np.floor(_r(_r(x * F32(0.636619747)) + F32(0.5)))
+        quadrant = (n.astype(np.int64) + (1 if want_cos else 0)) & 3
+        r = _r(x - _r(n * F32(1.5703125)))
+        r = _r(r - _r(n * F32(0.000483751297)))
+        r = _r(r - _r(n * F32(7.54979013e-08)))
+        r2 = _r(r * r)
+        s = np.full_like(r, F32(2.75573188e-06))
+        for c in (-0.000198412701, 0.00833333377, -0.166666672):
+            s = _r(_r(s * r2) + F32(c))
+        s = _r(r + _r(_r(s * r2) * r))
+        c = np.full_like(r, F32(2.48015876e-05))
+        for k in (-0.00138888892, 0.0416666679, -0.5, 1.0):
+            c = _r(_r(c * r2) + F32(k))
+        return np.select([quadrant == 0, quadrant == 1, quadrant == 2], [s, c, -s], -c).astype(F32)
+
+    def cosf(self, x):
+        return self._sincos(x, True)
+
+    def sinf(self, x):
+        return self._sincos(x, False)
+
+
+MATH = {"libm": LibmMath, "portable": PortableMath}
+
+
+def rmsnorm(x, weight, math):
     ss = seq_sum(x * x) / F32(len(x)) + F32(1e-5)
-    scale = F32(1.0) / SQRTF(ss)
+    scale = F32(1.0) / math.sqrtf(ss)
     return weight * (scale * x)
 
 
-def softmax(x):
-    e = EXPF(x - x.max())
+def softmax(x, math):
+    e = math.expf(x - x.max())
     return e / seq_sum(e)
 
 
 class Transformer:
-    def __init__(self, model):
-        self.model, self.config = model, model.config
+    def __init__(self, model, math="libm"):
+        self.model, self.config, self.math = model, model.config, MATH[math]()
         c, w = self.config, model.weights
         self.columns = {name: np.ascontiguousarray(np.swapaxes(w[name], -1, -2))
                         for name in ("wq", "wk", "wv", "wo", "w1", "w2", "w3")}
@@ -86,11 +140,11 @@ class Transformer:
         self.key_cache = np.zeros((c.n_layers, c.seq_len, c.kv_dim), F32)
         self.value_cache = np.zeros((c.n_layers, c.seq_len, c.kv_dim), F32)
         head_dim = (np.arange(0, c.dim, 2) % c.head_size).astype(F32) / F32(c.head_size)
-        self.inv_freq = F32(1.0) / powf(10000.0, head_dim)
+        self.inv_freq = F32(1.0) / self.math.pow10000f(head_dim)
 
     def _rope(self, vec, pos):
         angle = F32(pos) * self.inv_freq[:len(vec) // 2]
-        cos, sin = COSF(angle), SINF(angle)
+        cos, sin = self.math.cosf(angle), self.math.sinf(angle)
         even, odd = vec[0::2].copy(), vec[1::2].copy()
         vec[0::2] = even * cos - odd * sin
         vec[1::2] = even * sin + odd * cos
@@ -99,7 +153,7 @@ class Transformer:
         c = self.config
         hs, kv_mul = c.head_size, c.n_heads // c.n_kv_heads
         out = np.zeros(c.dim, F32)
-        scale = SQRTF(F32(hs))
+        scale = self.math.sqrtf(F32(hs))
         for h in range(c.n_heads):
             kv = slice((h // kv_mul) * hs, (h // kv_mul + 1) * hs)
             keys, values = self.key_cache[layer, :pos + 1, kv], self.value_cache[layer, :pos + 1, kv]
@@ -107,7 +161,7 @@ class Transformer:
             scores = np.zeros(pos + 1, F32)
             for i in range(hs):
                 scores += keys[:, i] * query[i]
-            weights = softmax(scores / scale)
+            weights = softmax(scores / scale, self.math)
             head = np.zeros(hs, F32)
             for t in range(pos + 1):
                 head += weights[t] * values[t]
@@ -118,7 +172,7 @@ class Transformer:
         c, w, cols = self.config, self.model.weights, self.columns
         x = w["tok_embeddings"][token].astype(F32).copy()
         for layer in range(c.n_layers):
-            xb = rmsnorm(x, w["rms_att"][layer])
+            xb = rmsnorm(x, w["rms_att"][layer], self.math)
             q = matvec(cols["wq"][layer], xb)
             k = matvec(cols["wk"][layer], xb)
             v = matvec(cols["wv"][layer], xb)
@@ -126,11 +180,11 @@ class Transformer:
             self._rope(k, pos)
             self.key_cache[layer, pos], self.value_cache[layer, pos] = k, v
             x = x + matvec(cols["wo"][layer], self._attention(layer, q, pos))
-            xb = rmsnorm(x, w["rms_ffn"][layer])
+            xb = rmsnorm(x, w["rms_ffn"][layer], self.math)
             h1, h3 = matvec(cols["w1"][layer], xb), matvec(cols["w3"][layer], xb)
-            hidden = h1 * (F32(1.0) / (F32(1.0) + EXPF(-h1))) * h3
+            hidden = h1 * (F32(1.0) / (F32(1.0) + self.math.expf(-h1))) * h3
             x = x + matvec(cols["w2"][layer], hidden)
-        x = rmsnorm(x, w["rms_final"])
+        x = rmsnorm(x, w["rms_final"], self.math)
         return matvec(cols["classifier"], x)
 
 
@@ -140,6 +194,7 @@ class Sampler:
     temperature: float
     topp: float
     state: int
+    math: object = dataclasses.field(default_factory=LibmMath)
 
     def random_u32(self):
         s = self.state
@@ -155,7 +210,7 @@ class Sampler:
     def sample(self, logits):
         if self.temperature == 0.0:
             return int(np.argmax(logits))
-        probs = softmax((logits / F32(self.temperature)).astype(F32)).astype(F32)
+        probs = softmax((logits / F32(self.temperature)).astype(F32), self.math).astype(F32)
         coin = self.random_f32()
         if self.topp <= 0 or self.topp >= 1:
             cdf = np.cumsum(probs, dtype=F32)
@@ -164,7 +219,7 @@ class Sampler:
         return self._sample_topp(probs, coin)
 
     def _sample_topp(self, probs, coin):
-        cutoff = (F32(1.0) - F32(self.topp)) / F32(len(probs) - 1)
+        cutoff = F32(F32(1.0) - F32(self.topp)) / F32(len(probs) - 1)
         candidates = np.nonzero(probs >= cutoff)[0]
         order = candidates[np.argsort(-probs[candidates], kind="stable")]
         cumulative = np.cumsum(probs[order], dtype=F32)
@@ -187,12 +242,13 @@ def parse_float(value):
     return float(F32(value))
 
 
-def generate(model, tokenizer, prompt="", steps=256, temperature=1.0, topp=0.9, seed=1):
-    """run.c's generate mode; `steps` and `seed` already normalised the way run.c's main does."""
+def generate(model, tokenizer, prompt="", steps=256, temperature=1.0, topp=0.9, seed=1, math="libm"):
+    """run.c's generate mode; `seed` already normalised the way run.c's main does. `math` is "libm" (what a default
+    build calls) or "portable" (an exact build's math)."""
     if steps <= 0 or steps > model.config.seq_len:
         steps = model.config.seq_len
-    transformer = Transformer(model)
-    sampler = Sampler(model.config.vocab_size, parse_float(temperature), parse_float(topp), seed)
+    transformer = Transformer(model, math)
+    sampler = Sampler(model.config.vocab_size, parse_float(temperature), parse_float(topp), seed, transformer.math)
     prompt_tokens = tokenizer.encode(prompt or "", bos=True)
     token, pos, text, fed, all_logits = prompt_tokens[0], 0, b"", [prompt_tokens[0]], []
     while pos < steps:
