@@ -53,20 +53,22 @@ def _passthrough(c):
     return shlex.split(c.remainder)
 
 
-def _run(target, model, tokenizer, exact, args):
+def _run(target, model, tokenizer, exact, convert, args):
     from deploy.convert import model_for_target
     from deploy.runner import run_program
 
     result = _build(target, exact)
-    model_path, tokenizer_path = model_for_target(result.plan.profile, model, tokenizer, result.plan.out_dir / "model")
+    model_path, tokenizer_path = model_for_target(result.plan.profile, model, tokenizer,
+                                                  result.plan.out_dir / "model", convert)
     return run_program(result.plan, [model_path, "-z", tokenizer_path, *args])
 
 
 @task(help={"target": "target profile name", "model": "checkpoint file", "tokenizer": "tokenizer.bin file",
-            "exact": "use the exact (scalar) build"})
-def run(c, model, tokenizer, target="host", exact=False):
-    """Build if needed and run the program on a model; arguments after `--` go to the program (-t -p -s -n -i -m)."""
-    done = main_guard(_run, target, model, tokenizer, exact, _passthrough(c))
+            "exact": "use the exact build (the same bytes on every target)",
+            "convert": "convert the files to the target's byte order when needed (--no-convert refuses instead)"})
+def run(c, model, tokenizer, target="host", exact=False, convert=True):
+    """Build if needed and run the program (under the target's emulator); arguments after `--` go to the program."""
+    done = main_guard(_run, target, model, tokenizer, exact, convert, _passthrough(c))
     raise SystemExit(done.returncode)
 
 
@@ -172,5 +174,92 @@ def setup(c, target=None):
     raise SystemExit(status)
 
 
+@task(help={"limit": "hosts or groups, comma-separated", "inventory": "inventory file (default inventory.yaml)"})
+def inventory(c, limit=None, inventory=None):
+    """Draw the inventory: groups, hosts, their targets and connections."""
+    from deploy.inventory import load_inventory
+    from deploy.report import inventory_tree
+
+    inv = main_guard(load_inventory, inventory)
+    chosen = {host.name for host in main_guard(inv.select, limit)}
+    console.print(inventory_tree(inv, chosen))
+
+
+@task(help={"target": "deploy to every host of this target (with --limit: those of them)",
+            "host": "one host of the inventory", "limit": "hosts or groups, comma-separated",
+            "model": "checkpoint (default: the inventory's model)", "tokenizer": "tokenizer.bin",
+            "exact": "deploy the exact build", "dry": "print every step, command and transfer without doing it",
+            "run": "run the program once delivered and report tok/s", "stay": "ftp-serve: keep serving",
+            "inventory": "inventory file (default inventory.yaml)"})
+def deploy(c, target=None, host=None, limit=None, model=None, tokenizer=None, exact=False, dry=False, run=False,
+           stay=False, inventory=None):
+    """Plan, build, convert, stage and deliver to hosts (in parallel), optionally run; ends in a summary table."""
+    from deploy.inventory import load_inventory
+    from deploy.pipeline import Options, deploy_hosts
+    from deploy.report import deploy_table
+
+    def choose():
+        inv = load_inventory(inventory)
+        hosts = inv.select(host or limit)
+        if target:
+            hosts = [h for h in hosts if h.target == target]
+            if not hosts:
+                raise_missing(f"{inv.path}: no host of target '{target}'" + (f" in '{host or limit}'" if
+                                                                            host or limit else ""))
+        return hosts
+
+    hosts = main_guard(choose)
+    chosen_model = model or _inventory_default(hosts, "model")
+    chosen_tokenizer = tokenizer or _inventory_default(hosts, "tokenizer")
+    options = Options(chosen_model, chosen_tokenizer, exact=exact, dry=dry, run=run, stay=stay)
+    results = deploy_hosts(hosts, options, console)
+    console.print(deploy_table(results))
+    for result in results:
+        if result.text:
+            console.print(f"[bold]{result.host}[/]: {result.text.strip()[:300]}")
+    if any(result.error for result in results):
+        raise SystemExit(1)
+
+
+def _inventory_default(hosts, key):
+    values = {h.get(key) for h in hosts if h.get(key)}
+    if len(values) != 1:
+        raise_missing(f"--{key} is needed (the inventory names " + ("no" if not values else "more than one")
+                      + f" {key} for these hosts)")
+    return values.pop()
+
+
+@task(help={"host": "a host whose stage an earlier deploy left", "bind": "ADDR:PORT to listen on (default: the "
+            "host's link address, port 21)", "stay": "keep serving after every file was sent"})
+def serve(c, host, bind=None, stay=False):
+    """Serve an existing stage with the built-in FTP server (for the old machine to pull)."""
+    from deploy.inventory import load_inventory
+    from deploy.serve import serve_stage
+
+    def work():
+        entry = load_inventory().select(host)[0]
+        return serve_stage(entry, bind, stay, console)
+
+    main_guard(work)
+
+
+@task(help={"host": "inventory host to trust"})
+def trust(c, host):
+    """Show a host's SSH key fingerprint and record it in the project's known_hosts."""
+    from deploy.inventory import load_inventory
+    from deploy.sftp import fetch_host_key, trust_host
+
+    def work():
+        entry = load_inventory().select(host)[0]
+        port, legacy = entry.get("port", 22), bool((entry.get("ssh") or {}).get("legacy"))
+        key_type, fingerprint, key = fetch_host_key(entry["address"], port, legacy=legacy)
+        console.print(f"{entry.name} ({entry['address']}:{port}) {key_type} {fingerprint}")
+        trust_host(entry.name, entry["address"], port, key)
+        console.print("recorded in known_hosts")
+
+    main_guard(work)
+
+
 models = Collection("models", synth, inspect)
-namespace = Collection(build, run, convert, doctor, setup, models)
+hosts = Collection("hosts", trust)
+namespace = Collection(build, run, convert, doctor, setup, inventory, deploy, serve, models, hosts)

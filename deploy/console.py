@@ -4,8 +4,10 @@ import sys
 
 from rich.console import Console
 
-console = Console(highlight=False)
-errors = Console(stderr=True, highlight=False)
+# wide enough for the tables when the output goes to a file or a pipe (rich assumes 80 columns there)
+_WIDTH = None if sys.stdout.isatty() else 150
+console = Console(highlight=False, width=_WIDTH)
+errors = Console(stderr=True, highlight=False, width=_WIDTH)
 
 
 def report_error(error):

@@ -49,14 +49,21 @@ def _source_stamp(*paths):
     return "\n".join(f"{Path(p).resolve()} {Path(p).stat().st_size} {Path(p).stat().st_mtime_ns}" for p in paths)
 
 
-def model_for_target(profile, model, tokenizer, work_dir):
+def model_for_target(profile, model, tokenizer, work_dir, convert=True):
     """Paths of the model and tokenizer as the target reads them: the inputs themselves when their byte order is
-    already the target's, otherwise converted copies under `work_dir` (reused while the inputs are unchanged)."""
+    already the target's, otherwise converted copies under `work_dir` (reused while the inputs are unchanged).
+    With convert=False, inputs in the wrong byte order are refused with the command that converts them."""
     header = read_header(model)
     tokenizer_order = detect_tokenizer_byteorder(tokenizer)
     read_tokenizer(tokenizer, header.config.vocab_size, tokenizer_order)
     if header.byteorder == tokenizer_order == profile.endianness:
         return Path(model), Path(tokenizer)
+    if not convert:
+        wrong, order = (model, header.byteorder) if header.byteorder != profile.endianness else (tokenizer,
+                                                                                              tokenizer_order)
+        raise DeployError(wrong, f"is {order}-endian but {profile.name} reads {profile.endianness}-endian files; "
+                                 f"convert first: invoke convert --target {profile.name} --model {model} "
+                                 f"--tokenizer {tokenizer} --out DIR")
     work_dir = Path(work_dir)
     stamp, files = work_dir / ".source", profile["files"]
     if stamp.exists() and stamp.read_text() == _source_stamp(model, tokenizer):

@@ -81,14 +81,17 @@ class BuildPlan:
         return {"target": self.target, **self.port, "tokenizer_name": files["tokenizer"]}
 
 
-def make_plan(profile, exact=False, toolchain=None, build_dir=None):
+def make_plan(profile, exact=False, toolchain=None, build_dir=None, variant=None):
     """The build plan for `profile`. Exact mode swaps in the scalar kernel, one thread and the portable math
-    functions, so that every target's exact build prints the same bytes as every other's."""
+    functions, so that every target's exact build prints the same bytes as every other's. `variant` overrides port
+    branches (a benchmark's plain scalar build, say) and names its own output folder."""
     entry = choose_toolchain(profile, toolchain)
     port = {"read_chunk": 65536, "memory_cap_mb": 0, "math": "libm", **profile.port, **entry.get("port", {})}
     if exact:
         port.update(kernel="scalar", threads="none", math="portable")
+    port.update(variant or {})
     suffix = ("-" + entry["name"] if entry.get("kind") == "bundle" else "") + ("-exact" if exact else "")
+    suffix += "".join(f"-{key}-{value}" for key, value in sorted((variant or {}).items()))
     out_dir = Path(build_dir or BUILD_DIR) / (profile.name + suffix)
     return BuildPlan(profile, exact, entry, port, out_dir)
 

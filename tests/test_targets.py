@@ -27,7 +27,8 @@ def _profile(tmp_path, text, name="t"):
 @pytest.mark.parametrize("text, message", [
     ("extends: host\nname: t\ncpu: {endianess: big}\n", "unknown key 'cpu.endianess' (allowed: arch, model"),
     ("extends: host\nname: t\ncpu: {cores: two}\n", "'cpu.cores' is 'two', expected an integer"),
-    ("extends: host\nname: t\nport: {kernel: mmx}\n", "'port.kernel' is 'mmx'; allowed: scalar, rows4, sse, neon, altivec"),
+    ("extends: host\nname: t\nport: {kernel: mmx}\n",
+     "'port.kernel' is 'mmx'; allowed: scalar, rows4, sse, neon, altivec"),
     ("extends: host\nname: t\nport: {kernel: altivec}\n", "'port.kernel' is altivec, but cpu.features lacks altivec"),
     ("extends: host\nname: t\ncpu: {arch: powerpc, features: []}\nport: {kernel: scalar}\n",
      "'cpu.word_bits' is 64, but powerpc is a 32-bit CPU"),

@@ -62,3 +62,32 @@ def test_convert_and_synth(files, tmp_path):
     done = invoke("convert", "--model", str(tmp_path / "s.bin"), "--out", str(tmp_path / "q.bin"), "--version", "2")
     assert done.returncode == 0, done.stderr
     assert "q.bin" in done.stdout and (tmp_path / "q.bin.manifest.json").exists()
+
+
+def test_wrong_byte_order_is_refused_with_the_convert_command(files):
+    done = invoke("run", "--target", "powerbook-g4", "--no-convert", "--model", str(files / "m.bin"),
+                  "--tokenizer", str(files / "t.bin"))
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    line = done.stderr.strip()
+    assert "is little-endian but powerbook-g4 reads big-endian files" in line
+    assert "invoke convert --target powerbook-g4" in line and "\n" not in line
+
+
+def test_convert_for_a_target_uses_its_names_and_byte_order(files, tmp_path):
+    done = invoke("convert", "--target", "win98-p2", "--model", str(files / "m.bin"), "--tokenizer",
+                  str(files / "t.bin"), "--out", str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["MODEL.BIN", "MODEL.BIN.manifest.json", "TOK.BIN", "TOK.BIN.manifest.json"]
+    done = invoke("convert", "--target", "powerbook-g4", "--model", str(files / "m.bin"), "--tokenizer",
+                  str(files / "t.bin"), "--out", str(tmp_path / "g4"))
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "g4" / "model.bin").read_bytes()[:4] == (files / "m.bin").read_bytes()[3::-1]
+    assert (tmp_path / "g4" / "tokenizer.bin").read_bytes()[:4] == (files / "t.bin").read_bytes()[3::-1]
+
+
+def test_doctor_lists_every_target():
+    done = invoke("doctor")
+    assert done.returncode == 0, done.stderr
+    for target in ("win98-p2", "powerbook-g4", "rpi4", "rpi-zero", "pixel6", "p2-linux"):
+        assert target in done.stdout

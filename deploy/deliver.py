@@ -1,0 +1,211 @@
+"""Deliver a stage to a host over its connection, and run the program there.
+
+ftp-serve: our built-in FTP server on the link address; the old machine pulls with its own ftp client.
+ftp-push:  we upload to an FTP server on the machine.      sftp: we upload over SSH (and build there for a bundle).
+adb:       Android's adb push to /data/local/tmp.             manual: a folder to carry over by hand.
+emulator:  this machine plays the host: the files go to a folder standing in for its disk (for Windows 98 by a real
+           FTP client following FETCH.TXT against the built-in server on loopback) and the program runs under the
+           profile's emulator.
+"""
+
+import os
+import shlex
+import shutil
+import subprocess
+
+from deploy.errors import DeployError
+from deploy.manifest import sha256_file
+from deploy.runner import prepare_emulator, run_env
+
+FTP_CLIENT = "tnftp"
+
+
+def machine_dir(host, stage):
+    """The folder that stands in for an emulated host's disk."""
+    return stage.directory.parent / ".machines" / host.name
+
+
+def remote_dir(host):
+    return host.get("path") or "llama"
+
+
+def describe(host, profile, plan):
+    """What delivery will do, for --dry."""
+    link = (host.get("link") or {}).get("address")
+    connection = host.connection
+    if connection == "ftp-serve":
+        return [f"serve the stage read-only by FTP on {link}:{(host.get('ftp') or {}).get('port', 21)}, "
+                f"write FETCH.TXT and GET.BAT, and wait until {host.get('address')} has fetched every file"]
+    if connection == "ftp-push":
+        return [f"upload by FTP to {host.get('address')}:{(host.get('ftp') or {}).get('port', 21)} "
+                f"{remote_dir(host)}, each file under a temporary name, size-checked, then renamed"]
+    if connection == "sftp":
+        ssh = host.get("ssh") or {}
+        lines = [f"upload over SFTP to {ssh.get('user')}@{host.get('address')}:{host.get('port', 22)}"
+                 f":{remote_dir(host)}, hash-checked, then renamed"]
+        if plan.is_bundle:
+            lines.append("build there: " + " ".join(plan.compile_command()))
+        return lines
+    if connection == "adb":
+        return [f"adb push to {remote_dir(host)} and chmod the program"]
+    if connection == "manual":
+        return ["leave the stage folder to carry over by hand"]
+    how = "fetch with a real FTP client from the built-in server on 127.0.0.1" if host.get("fetch") == "ftp" and \
+        profile["os"] == "windows98" else "copy"
+    return [f"{how} into the emulated host's folder, run under {' '.join(profile.emulator) or 'this machine'}"]
+
+
+def run_line(host, profile, plan, args):
+    files = profile["files"]
+    program = files["program"] if profile["os"] == "windows98" else f"./{files['program']}"
+    return [program, files["model"], "-z", files["tokenizer"], *args]
+
+
+def deliver(host, profile, plan, stage, options, say):
+    handler = {"emulator": _to_emulator, "ftp-serve": _ftp_serve, "ftp-push": _ftp_push, "sftp": _sftp,
+               "adb": _adb, "manual": _manual}[host.connection]
+    handler(host, profile, plan, stage, options, say)
+
+
+def _manual(host, profile, plan, stage, options, say):
+    say(f"copy every file of {stage.directory} to the machine (binary mode) and run: "
+        + " ".join(run_line(host, profile, plan, options.run_args)))
+
+
+def _to_emulator(host, profile, plan, stage, options, say):
+    disk = machine_dir(host, stage)
+    disk.mkdir(parents=True, exist_ok=True)
+    pending = [f for f in stage.files if not ((disk / f.name).exists() and sha256_file(disk / f.name) == f.sha256)]
+    if not pending:
+        say(f"unchanged: {disk} already holds every file")
+        return
+    if host.get("fetch") == "ftp" and profile["os"] == "windows98":
+        _fetch_like_windows98(host, stage, disk, pending, say)
+    else:
+        for item in pending:
+            shutil.copyfile(item.path, disk / f".{item.name}.part")
+            os.replace(disk / f".{item.name}.part", disk / item.name)
+        say(f"copied {len(pending)} files to {disk}")
+    for item in stage.files:
+        if sha256_file(disk / item.name) != item.sha256:
+            raise DeployError(disk / item.name, "differs from the staged file after delivery")
+        if item.name == profile["files"]["program"]:
+            (disk / item.name).chmod(0o755)
+
+
+def _fetch_like_windows98(host, stage, disk, pending, say):
+    """Serve the stage on loopback and let a real command-line FTP client follow FETCH.TXT, in active mode."""
+    from deploy.ftpserve import StageServer, write_fetch_scripts
+
+    if shutil.which(FTP_CLIENT) is None:
+        raise DeployError(host.name, f"{FTP_CLIENT} not found; install it with: apt-get install {FTP_CLIENT}")
+    names = [item.name for item in stage.files]
+    server = StageServer(stage.directory, names, bind=("127.0.0.1", 0))
+    server.start()
+    try:
+        address, port = server.address
+        fetch = write_fetch_scripts(stage.directory, names, address)[0]
+        say(f"serving {len(names)} files on {address}:{port}; {FTP_CLIENT} follows {fetch.name} in active mode")
+        commands = [line for line in fetch.read_text().replace("\r", "").splitlines() if line.strip()]
+        script = "\n".join(["passive off", f"open {address} {port}", *commands]) + "\n"
+        done = subprocess.run([FTP_CLIENT, "-n"], input=script, text=True, capture_output=True, cwd=disk, timeout=600)
+        summary = server.wait_complete(timeout=60)
+    finally:
+        server.stop()
+    if done.returncode != 0:
+        raise DeployError(host.name, f"{FTP_CLIENT} failed: {done.stderr.strip()[:200]}")
+    sent = ", ".join(f"{record.file} {record.bytes:,} B in {record.seconds:.2f} s" for record in summary)
+    say(f"fetched: {sent}")
+
+
+def _ftp_serve(host, profile, plan, stage, options, say):
+    from deploy.ftpserve import StageServer, check_link_address, client_command, write_fetch_scripts
+
+    link = host.get("link") or {}
+    address, port = link["address"], (host.get("ftp") or {}).get("port", 21)
+    check_link_address(address, link.get("netmask"), link.get("interface"))
+    names = [item.name for item in stage.files]
+    ftp = host.get("ftp") or {}
+    scripts = write_fetch_scripts(stage.directory, names, address, user=ftp.get("user"))
+    server = StageServer(stage.directory, names + [path.name for path in scripts], bind=(address, port),
+                         user=ftp.get("user"), password_env=ftp.get("password_env"), stay=options.stay)
+    say(f"on {host.name} ({host.get('address')}), type: {client_command(address)}")
+    server.start()
+    try:
+        summary = server.wait_complete()
+    finally:
+        server.stop()
+    for record in summary:
+        say(f"sent {record.file}: {record.bytes:,} bytes in {record.seconds:.1f} s to {record.client}")
+
+
+def _ftp_push(host, profile, plan, stage, options, say):
+    from deploy.ftppush import push_files
+
+    ftp = host.get("ftp") or {}
+    password = os.environ.get(ftp["password_env"]) if ftp.get("password_env") else None
+    push_files(host["address"], ftp.get("port", 21), [item.path for item in stage.files], remote_dir=host.get("path"),
+               user=ftp.get("user", "anonymous"), password=password)
+    say(f"pushed {len(stage.files)} files to {host['address']}")
+
+
+def _ssh_session(host):
+    from deploy import sftp
+
+    ssh = host.get("ssh") or {}
+    key = ssh.get("key_file")
+    return sftp.connect(host["address"], host.get("port", 22), ssh.get("user"),
+                        key_file=os.path.expanduser(key) if key else None, use_agent=ssh.get("agent", not key),
+                        legacy=bool(ssh.get("legacy")), name=host.name)
+
+
+def _sftp(host, profile, plan, stage, options, say):
+    folder = remote_dir(host)
+    with _ssh_session(host) as session:
+        session.run(f"mkdir -p {shlex.quote(folder)}")
+        for item in stage.files:
+            record = session.upload(item.path, f"{folder}/{item.name}")
+            say(f"{item.name}: {item.size:,} bytes, checked by {record.verified_by}")
+        if plan.is_bundle:
+            status, out, err = session.run(f"cd {shlex.quote(folder)} && " + " ".join(plan.compile_command()))
+            if status != 0:
+                raise DeployError(host.name, f"build on the host failed: {(err or out).strip()[:200]}")
+            say("built on the host: " + " ".join(plan.compile_command()))
+        session.run(f"chmod 755 {shlex.quote(folder)}/{profile['files']['program']}")
+
+
+def _adb(host, profile, plan, stage, options, say):
+    from deploy.adb import Adb
+
+    device = Adb((host.get("adb") or {}).get("serial"))
+    for item in stage.files:
+        device.push(item.path, remote_dir(host), item.name, item.sha256,
+                    executable=item.name == profile["files"]["program"])
+    say(f"pushed {len(stage.files)} files to {remote_dir(host)}")
+
+
+def run(host, profile, plan, stage, options):
+    """Run the delivered program on the host; returns a CompletedProcess with text stdout and stderr."""
+    args = run_line(host, profile, plan, options.run_args)
+    if host.connection == "emulator":
+        disk = machine_dir(host, stage)
+        prepare_emulator(plan)
+        command = [*profile.emulator, str(disk / profile["files"]["program"]), *args[1:]]
+        done = subprocess.run(command, cwd=disk, env=run_env(plan), capture_output=True, timeout=3600)
+        return subprocess.CompletedProcess(command, done.returncode, _text(done.stdout), _text(done.stderr))
+    if host.connection == "sftp":
+        with _ssh_session(host) as session:
+            status, out, err = session.run(f"cd {shlex.quote(remote_dir(host))} && " + shlex.join(args))
+        return subprocess.CompletedProcess(args, status, out, err)
+    if host.connection == "adb":
+        from deploy.adb import Adb
+
+        out = Adb((host.get("adb") or {}).get("serial")).shell(
+            f"cd {remote_dir(host)} && " + shlex.join(args) + " 2>&1")
+        return subprocess.CompletedProcess(args, 0, out, out)
+    raise DeployError(host.name, f"cannot run the program over {host.connection}: run it on the machine: "
+                                 + " ".join(args))
+
+
+def _text(data):
+    return data.decode("utf-8", "replace").replace("\r\n", "\n")

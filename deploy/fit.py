@@ -1,0 +1,70 @@
+"""Does a model fit a target? Memory (weights, KV cache, activations, program), disk, file size and file names, each
+checked against the profile."""
+
+import dataclasses
+import re
+
+MB = 1 << 20
+NAME_83 = re.compile(r"^[A-Z0-9_~!#$%&'()@^`{}-]{1,8}(\.[A-Z0-9_~!#$%&'()@^`{}-]{1,3})?$")
+# what the C program allocates besides the weights: its code and C library (a static binary), stack, heap slack
+PROGRAM_OVERHEAD_BYTES = 2 * MB
+
+
+@dataclasses.dataclass
+class Check:
+    what: str
+    need: str
+    limit: str
+    ok: bool
+
+
+@dataclasses.dataclass
+class Fit:
+    target: str
+    checks: list
+    memory_bytes: int
+    disk_bytes: int
+
+    @property
+    def ok(self):
+        return all(check.ok for check in self.checks)
+
+    def problems(self):
+        return [f"{c.what}: needs {c.need}, the limit is {c.limit}" for c in self.checks if not c.ok]
+
+
+def memory_needed(header, program_bytes=0, tokenizer_bytes=0):
+    """Bytes the program holds while running: fp32 weights (int8 ones are dequantized when loaded), KV cache,
+    activations, the tokenizer's pieces and the program itself."""
+    c = header.config
+    weights = 4 * c.parameter_count()
+    kv_cache = 2 * 4 * c.n_layers * c.seq_len * c.kv_dim
+    activations = 4 * (4 * c.dim + 2 * c.hidden_dim + c.n_heads * c.seq_len + 2 * c.vocab_size)
+    return weights + kv_cache + activations + 2 * tokenizer_bytes + program_bytes + PROGRAM_OVERHEAD_BYTES
+
+
+def check_fit(profile, header, files, program_bytes=0):
+    """`files`: {name on the target: size in bytes} of everything delivered (program, model, tokenizer)."""
+    tokenizer_bytes = files.get(profile["files"]["tokenizer"], 0)
+    memory = memory_needed(header, program_bytes, tokenizer_bytes)
+    cap, ram = profile.port.get("memory_cap_mb"), (profile.get("memory") or {}).get("ram_mb")
+    checks = []
+    if cap or ram:
+        label = "the port's memory cap" if cap else "RAM"
+        checks.append(Check(f"memory ({label})", _mb(memory), f"{cap or ram} MB", memory <= (cap or ram) * MB))
+    disk = profile.get("disk") or {}
+    total = sum(files.values())
+    if disk.get("size_mb"):
+        checks.append(Check("disk", _mb(total), f"{disk['size_mb']} MB", total <= disk["size_mb"] * MB))
+    if disk.get("max_file_bytes"):
+        biggest_name, biggest = max(files.items(), key=lambda item: item[1])
+        checks.append(Check(f"largest file ({biggest_name}, {disk.get('filesystem', 'file system')})", _mb(biggest),
+                            _mb(disk["max_file_bytes"]), biggest <= disk["max_file_bytes"]))
+    if disk.get("names") == "8.3":
+        bad = [name for name in files if not NAME_83.match(name)]
+        checks.append(Check("8.3 file names", ", ".join(files), "8.3 upper case", not bad))
+    return Fit(profile.name, checks, memory, total)
+
+
+def _mb(size):
+    return f"{size / MB:,.1f} MB"
