@@ -260,6 +260,47 @@ def trust(c, host):
     main_guard(work)
 
 
-models = Collection("models", synth, inspect)
+@task(help={"target": "target profile", "model": "catalog name or checkpoint path",
+            "tokenizer": "tokenizer.bin (a catalog model brings its own)"})
+def plan(c, target, model, tokenizer=None):
+    """Does the model fit the target (memory, disk, file size, names)? What would fit instead? How fast should it be?"""
+    from deploy.planner import plan_model
+    from deploy.report import plan_tables
+
+    report = main_guard(plan_model, target, model, tokenizer)
+    for table in plan_tables(*report):
+        console.print(table)
+    if not report[3].ok:
+        raise SystemExit(1)
+
+
+@task(help={"name": "catalog name (see models.list)"})
+def fetch(c, name):
+    """Download a catalog model and its tokenizer, with progress, resume and a size check."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+
+    from deploy.models import fetch as fetch_model
+
+    with Progress("{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(), console=console) as bar:
+        tasks = {}
+
+        def progress(name_, done, total):
+            if name_ not in tasks:
+                tasks[name_] = bar.add_task(name_, total=total)
+            bar.update(tasks[name_], completed=done)
+
+        path = main_guard(fetch_model, name, progress)
+    console.print(f"{path}")
+
+
+@task(name="list")
+def list_models(c):
+    """The model catalog: shape, size, format, source, and whether it is here."""
+    from deploy.report import catalog_table
+
+    console.print(catalog_table())
+
+
+models = Collection("models", synth, inspect, fetch, list_models)
 hosts = Collection("hosts", trust)
-namespace = Collection(build, run, convert, doctor, setup, inventory, deploy, serve, models, hosts)
+namespace = Collection(build, run, convert, plan, doctor, setup, inventory, deploy, serve, models, hosts)

@@ -12,12 +12,13 @@ import os
 import shlex
 import shutil
 import subprocess
+from pathlib import Path
 
 from deploy.errors import DeployError
 from deploy.manifest import sha256_file
 from deploy.runner import prepare_emulator, run_env
 
-FTP_CLIENT = "tnftp"
+FTP_CLIENTS = ["inetutils-ftp", "tnftp", "ftp"]  # Debian clients that take commands on stdin, like ftp.exe
 
 
 def machine_dir(host, stage):
@@ -94,47 +95,44 @@ def _to_emulator(host, profile, plan, stage, options, say):
 
 
 def _fetch_like_windows98(host, stage, disk, pending, say):
-    """Serve the stage on loopback and let a real command-line FTP client follow FETCH.TXT, in active mode."""
+    """Serve the stage on loopback and let a real command-line FTP client follow FETCH.TXT, in active mode (the
+    clients listed default to it, as Windows 98's ftp.exe does)."""
     from deploy.ftpserve import StageServer, write_fetch_scripts
 
-    if shutil.which(FTP_CLIENT) is None:
-        raise DeployError(host.name, f"{FTP_CLIENT} not found; install it with: apt-get install {FTP_CLIENT}")
+    client = next((shutil.which(name) for name in FTP_CLIENTS if shutil.which(name)), None)
+    if client is None:
+        raise DeployError(host.name, f"no command-line FTP client; install one with: apt-get install {FTP_CLIENTS[0]}")
     names = [item.name for item in stage.files]
-    server = StageServer(stage.directory, names, bind=("127.0.0.1", 0))
-    server.start()
-    try:
-        address, port = server.address
-        fetch = write_fetch_scripts(stage.directory, names, address)[0]
-        say(f"serving {len(names)} files on {address}:{port}; {FTP_CLIENT} follows {fetch.name} in active mode")
-        commands = [line for line in fetch.read_text().replace("\r", "").splitlines() if line.strip()]
-        script = "\n".join(["passive off", f"open {address} {port}", *commands]) + "\n"
-        done = subprocess.run([FTP_CLIENT, "-n"], input=script, text=True, capture_output=True, cwd=disk, timeout=600)
+    with StageServer(stage.directory, names, bind=("127.0.0.1", 0)) as server:
+        fetch = write_fetch_scripts(stage.directory, names, server.address)[0]
+        say(f"serving {len(names)} files on {server.address[0]}:{server.address[1]}; {Path(client).name} follows "
+            f"{fetch.name}")
+        script = fetch.read_bytes().decode("ascii").replace("\r\n", "\n")
+        done = subprocess.run([client, "-n"], input=script, text=True, capture_output=True, cwd=disk, timeout=600)
+        if done.returncode != 0:
+            raise DeployError(host.name, f"{Path(client).name} failed: {done.stderr.strip()[:200]}")
         summary = server.wait_complete(timeout=60)
-    finally:
-        server.stop()
-    if done.returncode != 0:
-        raise DeployError(host.name, f"{FTP_CLIENT} failed: {done.stderr.strip()[:200]}")
     sent = ", ".join(f"{record.file} {record.bytes:,} B in {record.seconds:.2f} s" for record in summary)
     say(f"fetched: {sent}")
 
 
 def _ftp_serve(host, profile, plan, stage, options, say):
-    from deploy.ftpserve import StageServer, check_link_address, client_command, write_fetch_scripts
+    from deploy.ftpserve import RichProgress, StageServer, check_link_address, client_command, typed_session, \
+        write_fetch_scripts
 
-    link = host.get("link") or {}
-    address, port = link["address"], (host.get("ftp") or {}).get("port", 21)
-    check_link_address(address, link.get("netmask"), link.get("interface"))
+    link, ftp = host.get("link") or {}, host.get("ftp") or {}
+    our_address = (link["address"], ftp.get("port", 21))
+    check_link_address(link["address"], link.get("netmask"), link.get("interface"))
     names = [item.name for item in stage.files]
-    ftp = host.get("ftp") or {}
-    scripts = write_fetch_scripts(stage.directory, names, address, user=ftp.get("user"))
-    server = StageServer(stage.directory, names + [path.name for path in scripts], bind=(address, port),
-                         user=ftp.get("user"), password_env=ftp.get("password_env"), stay=options.stay)
-    say(f"on {host.name} ({host.get('address')}), type: {client_command(address)}")
-    server.start()
-    try:
-        summary = server.wait_complete()
-    finally:
-        server.stop()
+    write_fetch_scripts(stage.directory, names, our_address, user=ftp.get("user"))
+    say(f"first time on {host.name} ({host.get('address')}), type: " + " / ".join(
+        typed_session(our_address, names, ftp.get("user"))))
+    say(f"afterwards: GET (or {client_command(our_address)})")
+    with RichProgress({item.name: item.size for item in stage.files}) as progress:
+        server = StageServer(stage.directory, names, bind=our_address, user=ftp.get("user"),
+                             password_env=ftp.get("password_env"), stay=options.stay, on_progress=progress)
+        server.start()
+        summary = server.serve_until_complete()
     for record in summary:
         say(f"sent {record.file}: {record.bytes:,} bytes in {record.seconds:.1f} s to {record.client}")
 

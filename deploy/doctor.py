@@ -16,6 +16,12 @@ from pathlib import Path
 from deploy.plan import compiler_argv, toolchain_present
 from deploy.profile import known_targets, load_profile
 
+# Tools beside the profiles' toolchains: (role, command, Debian package)
+PEERS = [
+    ("ftp client (emulated Windows 98 host)", "inetutils-ftp", "inetutils-ftp"),
+    ("ssh server (tests)", "/usr/sbin/sshd", "openssh-server"),
+    ("ssh and sftp clients", "sftp", "openssh-client"),
+]
 LOW_SECURITY_PIN = "Package: *\nPin: release l=Debian-Security\nPin-Priority: 100\n"
 
 
@@ -30,7 +36,8 @@ class Tool:
 
 
 def tools(targets=None):
-    found = []
+    found = [] if targets else [Tool("-", role, [command], [package], [], shutil.which(command) is not None)
+                                for role, command, package in PEERS]
     for name in targets or known_targets():
         profile = load_profile(name)
         for toolchain in profile.toolchains:
@@ -51,7 +58,7 @@ def version_of(command):
     except (OSError, subprocess.SubprocessError):
         return ""
     lines = (done.stdout or done.stderr).strip().splitlines()
-    return lines[0].strip() if lines else ""
+    return lines[0].strip() if lines and done.returncode == 0 else ""
 
 
 def missing(targets=None):

@@ -40,8 +40,10 @@ def _list_size(ftp, name):
     lines = []
     try:
         ftp.retrlines(f"LIST {name}", lines.append)
-    except ftplib.error_perm:
-        return None
+    except (ftplib.error_perm, ftplib.error_temp) as error:
+        if str(error).startswith("421"):  # the server is closing the connection
+            raise
+        return None  # 450/550: no such file
     for line in lines:
         fields = line.split()
         if not fields or fields[-1] != name:
@@ -90,9 +92,11 @@ class _Session:
         if self.has_size:
             try:
                 return self.ftp.size(name)
-            except ftplib.error_perm as error:
+            except (ftplib.error_perm, ftplib.error_temp) as error:
+                if str(error).startswith("421"):
+                    raise
                 if not str(error).startswith(("500", "502", "504")):
-                    return None
+                    return None  # 450/550: no such file
                 self.has_size = False
         return _list_size(self.ftp, name)
 

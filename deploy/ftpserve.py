@@ -221,16 +221,17 @@ class _StageHandler(FTPHandler):
 class StageServer:
     """Serve `names` from `stage_dir` read-only over FTP; know when each went out completely at least once.
 
-    `extras` are served too (e.g. FETCH.TXT, GET.BAT) but not waited for, nor reported. on_progress(name,
+    `extras` are served too but not waited for, nor reported; so are FETCH.TXT and GET.BAT. on_progress(name,
     bytes_sent, size) is called from the server thread."""
 
     def __init__(self, stage_dir, names, bind=("127.0.0.1", 0), user=None, password_env=None, stay=False,
                  on_progress=None, extras=()):
         self.stage_dir = Path(stage_dir).resolve()
-        self.names = list(names)
+        # FETCH.TXT and GET.BAT never fetch themselves, so they are never waited for, even when listed in `names`.
+        self.names = [name for name in names if name not in (SCRIPT, BATCH)]
         self.stay = stay
         self.on_progress = on_progress
-        served = [*self.names, *(name for name in extras if name not in self.names)]
+        served = list(dict.fromkeys([*names, *extras]))
         _check_names(served)
         self.sizes = {}
         for name in served:
@@ -242,6 +243,8 @@ class StageServer:
         self._ranges = {name: [] for name in self.names}
         self._done = set()
         self._complete = threading.Event()
+        if not self.names:
+            self._complete.set()
         self._stopping = threading.Event()
         self._thread = None
         self._sessions = 0  # connected clients, counted in the server thread
@@ -339,23 +342,29 @@ class StageServer:
         with self._lock:
             return [name for name in self.names if name not in self._done]
 
+    def is_complete(self):
+        return self._complete.is_set()
+
     def wait_complete(self, timeout=None):
-        """True once every name was sent completely at least once; False if `timeout` seconds passed first."""
-        return self._complete.wait(timeout)
+        """Wait until every name was sent completely at least once and return the summary; DeployError after
+        `timeout` seconds. The server keeps running: stop() it."""
+        if not self._complete.wait(timeout):
+            host, port = self.address
+            raise DeployError(f"ftp://{host}:{port}", f"timed out after {timeout:.0f} s; "
+                              f"not fetched completely: {', '.join(self.missing())}")
+        return self.summary()
 
     def summary(self):
+        """One Transfer per download so far, cut-off ones included."""
         with self._lock:
             return list(self.transfers)
 
     def serve_until_complete(self, timeout=None, linger=5):
-        """Serve until every file went out completely (or raise after `timeout` s); then stop unless `stay`."""
+        """Serve until every file went out completely (DeployError after `timeout` s), then stop unless `stay`;
+        return the summary."""
         self.start()
-        started = time.monotonic()
         try:
-            if not self.wait_complete(timeout):
-                host, port = self.address
-                raise DeployError(f"ftp://{host}:{port}", f"nothing more after {time.monotonic() - started:.0f} s; "
-                                  f"not fetched completely: {', '.join(self.missing())}")
+            summary = self.wait_complete(timeout)
         except BaseException:
             self.stop()
             raise
@@ -365,7 +374,7 @@ class StageServer:
             while self._sessions and time.monotonic() < deadline:
                 time.sleep(0.05)
             self.stop()
-        return self.summary()
+        return summary
 
     def __enter__(self):
         return self.start()

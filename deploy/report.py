@@ -55,8 +55,41 @@ def deploy_table(results):
     for column in ("host", "target", "connection", "steps", "tok/s", "seconds", "result"):
         table.add_column(column, justify="right" if column in ("tok/s", "seconds") else "left")
     for result in results:
-        steps = " ".join(step for step, _ in result.steps if step != "failed")
+        steps = " ".join(dict.fromkeys(step for step, _ in result.steps if step != "failed"))
         outcome = f"[red]{result.error}[/]" if result.error else "[green]ok[/]"
         table.add_row(result.host, result.target, result.connection, steps,
                       f"{result.tok_s:.2f}" if result.tok_s is not None else "", f"{result.seconds:.1f}", outcome)
     return table
+
+
+def plan_tables(profile, model_name, header, fit, prediction, alternatives, published):
+    """The tables `invoke plan` prints: the fit checks, alternatives when it does not fit, the speed estimate."""
+    fit_table = Table(title=f"{model_name} on {profile.name}")
+    for column in ("check", "needs", "limit", "result"):
+        fit_table.add_column(column)
+    for check in fit.checks:
+        fit_table.add_row(check.what, check.need, check.limit, "[green]fits[/]" if check.ok else "[red]too big[/]")
+    tables = [fit_table]
+    if not fit.ok:
+        alt = Table(title="what would fit instead")
+        for column in ("alternative", "file", "memory", "fits"):
+            alt.add_column(column)
+        for option in alternatives:
+            alt.add_row(option.what, f"{option.model_bytes / 2**20:,.1f} MB", f"{option.memory_bytes / 2**20:,.1f} MB",
+                        ("[green]yes[/]" if option.fits else "[red]no[/]") + (f" ({option.note})" if option.note
+                                                                             else ""))
+        tables.append(alt)
+    speed = Table(title="expected speed (from the profile's memory bandwidth and FLOP rate)")
+    for column in ("model", "predicted tok/s", "bound", "MB/token", "MFLOP/token", "published tok/s", "predicted / "
+                   "published"):
+        speed.add_column(column)
+    if prediction:
+        speed.add_row(model_name, f"{prediction.tok_s:.3g}", prediction.bound, f"{prediction.megabytes_per_token:.1f}",
+                      f"{prediction.mflop_per_token:.1f}", "", "")
+    for figure, predicted, ratio in published:
+        speed.add_row(figure["model"], f"{predicted.tok_s:.3g}" if predicted else "",
+                      predicted.bound if predicted else "", "", "",
+                      f"{figure['tok_s']}" if figure.get("tok_s") is not None else "no figure",
+                      f"{ratio:.2f}" if ratio else "")
+    tables.append(speed)
+    return tables

@@ -4,27 +4,28 @@ from deploy.stage import load_stage
 
 
 def serve_stage(host, bind=None, stay=False, console=None):
-    from deploy.ftpserve import StageServer, check_link_address, client_command, write_fetch_scripts
+    from deploy.ftpserve import RichProgress, StageServer, check_link_address, client_command, typed_session, \
+        write_fetch_scripts
 
     stage = load_stage(host.name)
-    link = host.get("link") or {}
-    address, port = link.get("address", "127.0.0.1"), (host.get("ftp") or {}).get("port", 21)
+    link, ftp = host.get("link") or {}, host.get("ftp") or {}
+    address, port = link.get("address", "127.0.0.1"), ftp.get("port", 21)
     if bind:
         address, _, port_text = bind.rpartition(":")
         port = int(port_text)
     check_link_address(address, link.get("netmask"), link.get("interface"))
-    ftp = host.get("ftp") or {}
-    scripts = write_fetch_scripts(stage.directory, stage.names(), address, user=ftp.get("user"))
-    server = StageServer(stage.directory, stage.names() + [path.name for path in scripts], bind=(address, port),
-                         user=ftp.get("user"), password_env=ftp.get("password_env"), stay=stay)
-    server.start()
+    names = stage.names()
+    write_fetch_scripts(stage.directory, names, (address, port), user=ftp.get("user"))
     if console:
-        console.print(f"serving {stage.directory} on {address}:{server.address[1]}; on {host.name} type: "
-                      f"{client_command(address)}")
-    try:
-        summary = server.wait_complete()
-    finally:
-        server.stop()
+        console.print(f"serving {stage.directory} on {address}:{port}")
+        console.print(f"first time on {host.name}, type: " + " / ".join(typed_session((address, port), names,
+                                                                                      ftp.get("user"))))
+        console.print(f"afterwards: GET (or {client_command((address, port))})")
+    with RichProgress({item.name: item.size for item in stage.files}) as progress:
+        server = StageServer(stage.directory, names, bind=(address, port), user=ftp.get("user"),
+                             password_env=ftp.get("password_env"), stay=stay, on_progress=progress)
+        server.start()
+        summary = server.serve_until_complete()
     if console:
         for record in summary:
             console.print(f"sent {record.file}: {record.bytes:,} bytes in {record.seconds:.1f} s to {record.client}")

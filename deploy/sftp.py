@@ -14,6 +14,7 @@ import shlex
 import socket
 import time
 from collections import namedtuple
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,7 +74,7 @@ class _Transport(paramiko.Transport):
     def _parse_kex_init(self, m):
         super()._parse_kex_init(m)
         engine = type(self.kex_engine)
-        self.kex_name = next(name for name in self.preferred_kex if self._kex_info.get(name) is engine)
+        self.kex_name = next((name for name in self.preferred_kex if self._kex_info.get(name) is engine), None)
 
 
 def _reason(error):
@@ -163,13 +164,12 @@ def _load_key(key_file):
 
 
 def _credentials(where, key_file, use_agent):
-    """[(description, key)] to try in order, and the agent to close afterwards. Raises if there are none."""
-    keys = [(f"key {key_file}", _load_key(key_file))] if key_file else []
+    """The keys to try in order (the key file's first), and the agent to close afterwards. Raises if none."""
+    keys = [_load_key(key_file)] if key_file else []
     agent = None
     if use_agent:
         agent = paramiko.Agent()
-        keys += [(f"ssh-agent key {key.get_name()} {known_hosts.fingerprint(key)}", key)
-                 for key in agent.get_keys()]
+        keys += list(agent.get_keys())
     if keys:
         return keys, agent
     if agent:
@@ -184,9 +184,11 @@ def _credentials(where, key_file, use_agent):
 
 
 def _authenticate(where, transport, user, keys, key_file):
-    for _, key in keys:
+    for key in keys:
         try:
-            transport.auth_publickey(user, key)
+            more = transport.auth_publickey(user, key)
+            if more:
+                raise DeployError(where, f"the server wants more than a key for user {user} ({', '.join(more)})")
             return
         except BadAuthenticationType as error:
             raise DeployError(where, f"the server does not accept keys for user {user} "
@@ -315,9 +317,21 @@ class Session:
             raise DeployError(local_path, _reason(error)) from None
         part = remote_path + ".part"
         started = time.monotonic()
-        offset = self._resume_offset(local_path, part, size)
-        sent = self._send(local_path, part, offset, size, on_progress)
-        verified_by = self._verify(local_path, part, size)
+        pool, digests = ThreadPoolExecutor(max_workers=1), {}
+
+        def digest_here(algorithm):
+            if algorithm not in digests:
+                digests[algorithm] = pool.submit(local_digest, local_path, algorithm)
+            return digests[algorithm]
+
+        try:
+            if self.hash_tools:
+                digest_here(self.hash_tools[0][2])  # hashed here while the bytes travel
+            offset = self._resume_offset(local_path, part, size)
+            sent = self._send(local_path, part, offset, size, on_progress)
+            verified_by = self._verify(local_path, part, size, digest_here)
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
         self._rename(part, remote_path)
         return Upload(remote_path, size, sent, offset, verified_by, time.monotonic() - started)
 
@@ -362,7 +376,7 @@ class Session:
                                    f"(run again to resume)", error) from None
         return done - offset
 
-    def _verify(self, local_path, part, size):
+    def _verify(self, local_path, part, size, digest_here):
         try:
             have = self.sftp.stat(part).st_size
         except (IOError, SSHException, EOFError) as error:
@@ -380,7 +394,7 @@ class Session:
                 continue
             # Ask the tool that worked first next time.
             self.hash_tools = ((label, template, algorithm),) + tuple(t for t in self.hash_tools if t[0] != label)
-            local = local_digest(local_path, algorithm)
+            local = digest_here(algorithm).result()
             if remote != local:
                 self._discard(part)
                 raise DeployError(self.where, f"{part} arrived corrupted ({algorithm} {remote} there, {local} here); "
