@@ -243,8 +243,9 @@ def serve(c, host, bind=None, stay=False):
     main_guard(work)
 
 
-@task(help={"host": "inventory host to trust"})
-def trust(c, host):
+@task(help={"host": "inventory host to trust",
+            "fingerprint": "the SHA256:... (or MD5:...) fingerprint read on the machine itself, to compare"})
+def trust(c, host, fingerprint=None):
     """Show a host's SSH key fingerprint and record it in the project's known_hosts."""
     from deploy.inventory import load_inventory
     from deploy.sftp import fetch_host_key, trust_host
@@ -252,55 +253,13 @@ def trust(c, host):
     def work():
         entry = load_inventory().select(host)[0]
         port, legacy = entry.get("port", 22), bool((entry.get("ssh") or {}).get("legacy"))
-        key_type, fingerprint, key = fetch_host_key(entry["address"], port, legacy=legacy)
-        console.print(f"{entry.name} ({entry['address']}:{port}) {key_type} {fingerprint}")
-        trust_host(entry.name, entry["address"], port, key)
-        console.print("recorded in known_hosts")
+        key = fetch_host_key(entry["address"], port, legacy=legacy)[2]
+        trust_host(entry.name, entry["address"], port, key, expected_fingerprint=fingerprint)
 
     main_guard(work)
 
 
-@task(help={"target": "target profile", "model": "catalog name or checkpoint path",
-            "tokenizer": "tokenizer.bin (a catalog model brings its own)"})
-def plan(c, target, model, tokenizer=None):
-    """Does the model fit the target (memory, disk, file size, names)? What would fit instead? How fast should it be?"""
-    from deploy.planner import plan_model
-    from deploy.report import plan_tables
-
-    report = main_guard(plan_model, target, model, tokenizer)
-    for table in plan_tables(*report):
-        console.print(table)
-    if not report[3].ok:
-        raise SystemExit(1)
-
-
-@task(help={"name": "catalog name (see models.list)"})
-def fetch(c, name):
-    """Download a catalog model and its tokenizer, with progress, resume and a size check."""
-    from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
-
-    from deploy.models import fetch as fetch_model
-
-    with Progress("{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(), console=console) as bar:
-        tasks = {}
-
-        def progress(name_, done, total):
-            if name_ not in tasks:
-                tasks[name_] = bar.add_task(name_, total=total)
-            bar.update(tasks[name_], completed=done)
-
-        path = main_guard(fetch_model, name, progress)
-    console.print(f"{path}")
-
-
-@task(name="list")
-def list_models(c):
-    """The model catalog: shape, size, format, source, and whether it is here."""
-    from deploy.report import catalog_table
-
-    console.print(catalog_table())
-
-
 models = Collection("models", synth, inspect, fetch, list_models)
 hosts = Collection("hosts", trust)
-namespace = Collection(build, run, convert, plan, doctor, setup, inventory, deploy, serve, models, hosts)
+namespace = Collection(build, run, convert, plan, doctor, setup, inventory, deploy, serve, bench, report, models,
+                       hosts)

@@ -152,24 +152,31 @@ def _ssh_session(host):
 
     ssh = host.get("ssh") or {}
     key = ssh.get("key_file")
+    known = ssh.get("known_hosts")
     return sftp.connect(host["address"], host.get("port", 22), ssh.get("user"),
                         key_file=os.path.expanduser(key) if key else None, use_agent=ssh.get("agent", not key),
-                        legacy=bool(ssh.get("legacy")), name=host.name)
+                        legacy=bool(ssh.get("legacy")), name=host.name,
+                        known_hosts_path=os.path.expanduser(known) if known else sftp.DEFAULT_KNOWN_HOSTS)
 
 
 def _sftp(host, profile, plan, stage, options, say):
     folder = remote_dir(host)
     with _ssh_session(host) as session:
-        session.run(f"mkdir -p {shlex.quote(folder)}")
+        _remote(session, host, f"mkdir -p {shlex.quote(folder)}")
         for item in stage.files:
             record = session.upload(item.path, f"{folder}/{item.name}")
             say(f"{item.name}: {item.size:,} bytes, checked by {record.verified_by}")
         if plan.is_bundle:
-            status, out, err = session.run(f"cd {shlex.quote(folder)} && " + " ".join(plan.compile_command()))
-            if status != 0:
-                raise DeployError(host.name, f"build on the host failed: {(err or out).strip()[:200]}")
+            _remote(session, host, f"cd {shlex.quote(folder)} && " + " ".join(plan.compile_command()))
             say("built on the host: " + " ".join(plan.compile_command()))
-        session.run(f"chmod 755 {shlex.quote(folder)}/{profile['files']['program']}")
+        _remote(session, host, f"chmod 755 {shlex.quote(folder)}/{profile['files']['program']}")
+
+
+def _remote(session, host, command):
+    status, out, err = session.run(command)
+    if status != 0:
+        raise DeployError(host.name, f"`{command}` failed: {(err or out).strip()[:200]}")
+    return out
 
 
 def _adb(host, profile, plan, stage, options, say):

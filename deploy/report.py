@@ -93,3 +93,103 @@ def plan_tables(profile, model_name, header, fit, prediction, alternatives, publ
                       f"{ratio:.2f}" if ratio else "")
     tables.append(speed)
     return tables
+
+
+def _model_name(model):
+    from pathlib import Path
+
+    from deploy.models import CATALOG
+
+    name = Path(model).name
+    return next((entry.name for entry in CATALOG.values() if entry.file == name or entry.name == model), Path(
+        model).stem)
+
+
+def report_rows(results):
+    """(target, model, how, measured median, runs, published, predicted) for every measured or published pair."""
+    import statistics
+
+    from deploy.models import CATALOG
+    from deploy.planner import predict
+    from deploy.profile import known_targets, load_profile
+
+    measured = {}
+    for result in results:
+        measured.setdefault((result.target, _model_name(result.model), result.how), []).append(result.tok_s)
+    rows = []
+    for target in known_targets():
+        profile = load_profile(target)
+        published = {figure["model"]: figure.get("tok_s") for figure in profile.get("published") or []}
+        models = {model for (t, model, _) in measured if t == target} | set(published)
+        for model in sorted(models):
+            entry = CATALOG.get(model)
+            prediction = predict(profile, entry.shape) if entry else None
+            hows = [how for (t, m, how) in measured if t == target and m == model] or [""]
+            for how in hows:
+                values = measured.get((target, model, how), [])
+                rows.append((target, model, how, statistics.median(values) if values else None, len(values),
+                             published.get(model), prediction.tok_s if prediction else None))
+    return rows
+
+
+def results_report(out="results", results_path=None):
+    from deploy.results import load
+
+    rows = report_rows(load(results_path))
+    table = Table(title="measured vs published vs predicted (tok/s)")
+    for column in ("target", "model", "measured how", "measured (median)", "runs", "published", "predicted"):
+        table.add_column(column, justify="right" if column in ("measured (median)", "runs", "published",
+                                                               "predicted") else "left")
+
+    def show(value):
+        return f"{value:.3g}" if value is not None else ""
+
+    for target, model, how, measured, runs, published, predicted in rows:
+        table.add_row(target, model, how, show(measured), str(runs or ""), show(published), show(predicted))
+    return table, chart(rows, out)
+
+
+def chart(rows, out):
+    """A grouped bar chart, log scale: measured, published and predicted tok/s per target and model."""
+    from pathlib import Path
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from deploy.atomic import partial_name
+
+    shown = [row for row in rows if any(value for value in (row[3], row[5], row[6]))]
+    if not shown:
+        return []
+    labels = [f"{target}\n{model}" + (f"\n({how})" if how else "") for target, model, how, *_ in shown]
+    series = [("measured", 3, "#2b6cb0"), ("published", 5, "#dd6b20"), ("predicted", 6, "#a0aec0")]
+    figure, axes = plt.subplots(figsize=(max(8, 1.3 * len(shown)), 5.5))
+    width = 0.27
+    for offset, (name, index, colour) in enumerate(series):
+        values = [row[index] or 0 for row in shown]
+        positions = [i + (offset - 1) * width for i in range(len(shown))]
+        bars = axes.bar(positions, [v if v > 0 else float("nan") for v in values], width, label=name, color=colour)
+        for bar, value in zip(bars, values):
+            if value:
+                axes.annotate(f"{value:.3g}", (bar.get_x() + bar.get_width() / 2, value), ha="center",
+                              va="bottom", fontsize=7)
+    axes.set_yscale("log")
+    axes.set_ylabel("tokens per second (log scale)")
+    axes.set_xticks(range(len(shown)), labels, fontsize=8)
+    axes.set_title("llama2.c models on retro and small machines: measured, published, predicted")
+    axes.legend()
+    axes.grid(axis="y", which="both", alpha=0.3)
+    figure.tight_layout()
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for suffix in ("png", "svg"):
+        path = folder / f"report.{suffix}"
+        tmp = partial_name(path).with_suffix(f".{suffix}")
+        figure.savefig(tmp, dpi=120)
+        tmp.replace(path)
+        written.append(path)
+    plt.close(figure)
+    return written

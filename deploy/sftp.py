@@ -38,7 +38,7 @@ OLD_ALGORITHMS = {
 # An old sshd sends no server-sig-algs, and paramiko would then sign with RSA/SHA-2, which it does not know.
 LEGACY_DISABLED = {"pubkeys": ["rsa-sha2-512", "rsa-sha2-256"]}
 
-# Remote hash commands, strongest first; Mac OS X 10.4 has only `md5`, 10.5 and later have `shasum`.
+# Remote hash commands, strongest first: Mac OS X has `shasum` from 10.5 on, and only `md5` before.
 HASH_TOOLS = (
     ("sha256sum", "sha256sum {path}", "sha256"),
     ("shasum -a 256", "shasum -a 256 {path}", "sha256"),
@@ -244,6 +244,10 @@ def local_digest(path, algorithm):
     return digest.hexdigest()
 
 
+def _text(parts):
+    return b"".join(parts).decode("utf-8", errors="replace")
+
+
 def _quote(path):
     return shlex.quote("./" + path if path.startswith("-") else path)
 
@@ -302,8 +306,7 @@ class Session:
                     raise DeployError(self.where, f"`{command}` still running after {timeout:g} s; gave up on it")
                 select.select([channel], [], [], 0.05)
             status = channel.recv_exit_status()
-        text = lambda parts: b"".join(parts).decode("utf-8", errors="replace")  # noqa: E731
-        return RunResult(status, text(out), text(err))
+        return RunResult(status, _text(out), _text(err))
 
     def upload(self, local_path, remote_path, on_progress=None):
         """Send a file to `remote_path` via `remote_path.part`, verify it there, then rename it into place.

@@ -1,0 +1,70 @@
+"""`invoke bench`: run a deployed model several times on a host (device, emulator) or natively, parse tok/s, and
+record each run as a JSON line."""
+
+import re
+import statistics
+import subprocess
+
+from deploy.build import build
+from deploy.convert import model_for_target
+from deploy.errors import DeployError
+from deploy.manifest import sha256_file
+from deploy.plan import make_plan
+from deploy.profile import load_profile
+from deploy.results import Result, now, record, this_machine
+
+TOKS = re.compile(r"achieved tok/s: ([0-9.]+|inf)")
+ARGS = ("-n", "128", "-t", "0", "-i", "Once upon a time")
+
+
+def _tok_s(stderr, where):
+    match = TOKS.search(stderr)
+    if not match:
+        raise DeployError(where, "the program printed no tok/s: " + stderr.strip()[-200:])
+    return float(match.group(1))
+
+
+def bench_native(target, model, tokenizer, runs=5, exact=False, results=None):
+    """Run a target's build directly on this machine (host, or an i686 stand-in such as p2-linux)."""
+    profile = load_profile(target)
+    plan = make_plan(profile, exact=exact)
+    built = build(plan)
+    model_path, tokenizer_path = model_for_target(profile, model, tokenizer, plan.out_dir / "model")
+    speeds = []
+    for _ in range(runs):
+        done = subprocess.run([str(plan.program), str(model_path), "-z", str(tokenizer_path), *ARGS],
+                              capture_output=True, text=True, timeout=3600)
+        speeds.append(_tok_s(done.stderr, plan.program))
+        record(Result(now(), "native", target, this_machine(), "native", plan.toolchain["name"],
+                      " ".join(plan.cflags), str(model), sha256_file(model), speeds[-1], exact), results)
+    return speeds, " ".join(built.command)
+
+
+def bench_host(host, model, tokenizer, runs=5, exact=False, results=None, console=None):
+    """Deploy to an inventory host (if needed), then run there `runs` times."""
+    from deploy import deliver
+    from deploy.pipeline import Options, Reporter, deploy_host
+
+    options = Options(str(model), str(tokenizer), exact=exact, run_args=ARGS)
+    outcome = deploy_host(host, options, Reporter(console) if console else (lambda *args: None))
+    if outcome.error:
+        raise DeployError(outcome.error)
+    profile = load_profile(host.target)
+    plan = make_plan(profile, exact=exact, toolchain=(host.get("ssh") or {}).get("build"))
+    from deploy.stage import load_stage
+
+    stage = load_stage(host.name)
+    how = "emulator" if host.connection == "emulator" else "device"
+    machine = this_machine() + f" under {' '.join(profile.emulator)}" if how == "emulator" else host.get(
+        "description", host.name)
+    speeds = []
+    for _ in range(runs):
+        done = deliver.run(host, profile, plan, stage, options)
+        speeds.append(_tok_s(done.stderr, host.name))
+        record(Result(now(), host.name, host.target, machine, how, plan.toolchain["name"], " ".join(plan.cflags),
+                      str(model), sha256_file(model), speeds[-1], exact), results)
+    return speeds
+
+
+def median(values):
+    return statistics.median(values) if values else None
