@@ -55,18 +55,21 @@ def _passthrough(c):
 
 def _run(target, model, tokenizer, exact, convert, args):
     from deploy.convert import model_for_target
+    from deploy.models import resolve
     from deploy.runner import run_program
 
+    model, tokenizer = resolve(model, tokenizer)
     result = _build(target, exact)
     model_path, tokenizer_path = model_for_target(result.plan.profile, model, tokenizer,
                                                   result.plan.out_dir / "model", convert)
     return run_program(result.plan, [model_path, "-z", tokenizer_path, *args])
 
 
-@task(help={"target": "target profile name", "model": "checkpoint file", "tokenizer": "tokenizer.bin file",
+@task(help={"target": "target profile name", "model": "catalog name (models.list) or checkpoint file",
+            "tokenizer": "tokenizer.bin (a catalog model brings its own)",
             "exact": "use the exact build (the same bytes on every target)",
             "convert": "convert the files to the target's byte order when needed (--no-convert refuses instead)"})
-def run(c, model, tokenizer, target="host", exact=False, convert=True):
+def run(c, model="tiny260k", tokenizer=None, target="host", exact=False, convert=True):
     """Build if needed and run the program (under the target's emulator); arguments after `--` go to the program."""
     done = main_guard(_run, target, model, tokenizer, exact, convert, _passthrough(c))
     raise SystemExit(done.returncode)
@@ -208,10 +211,12 @@ def deploy(c, target=None, host=None, limit=None, model=None, tokenizer=None, ex
                                                                             host or limit else ""))
         return hosts
 
+    from deploy.models import resolve
+
     hosts = main_guard(choose)
-    chosen_model = model or _inventory_default(hosts, "model")
-    chosen_tokenizer = tokenizer or _inventory_default(hosts, "tokenizer")
-    options = Options(chosen_model, chosen_tokenizer, exact=exact, dry=dry, run=run, stay=stay)
+    chosen_model, chosen_tokenizer = main_guard(resolve, model or _inventory_default(hosts, "model"),
+                                                tokenizer or _inventory_default(hosts, "tokenizer", required=False))
+    options = Options(str(chosen_model), str(chosen_tokenizer), exact=exact, dry=dry, run=run, stay=stay)
     results = deploy_hosts(hosts, options, console)
     console.print(deploy_table(results))
     for result in results:
@@ -221,8 +226,10 @@ def deploy(c, target=None, host=None, limit=None, model=None, tokenizer=None, ex
         raise SystemExit(1)
 
 
-def _inventory_default(hosts, key):
+def _inventory_default(hosts, key, required=True):
     values = {h.get(key) for h in hosts if h.get(key)}
+    if not values and not required:
+        return None
     if len(values) != 1:
         raise_missing(f"--{key} is needed (the inventory names " + ("no" if not values else "more than one")
                       + f" {key} for these hosts)")
@@ -257,6 +264,80 @@ def trust(c, host, fingerprint=None):
         trust_host(entry.name, entry["address"], port, key, expected_fingerprint=fingerprint)
 
     main_guard(work)
+
+
+@task(help={"target": "target profile", "model": "catalog name or checkpoint path",
+            "tokenizer": "tokenizer.bin (a catalog model brings its own)"})
+def plan(c, target, model="tiny260k", tokenizer=None):
+    """Does the model fit the target (memory, disk, file size, names)? What would fit instead? How fast should it be?"""
+    from deploy.planner import plan_model
+    from deploy.report import plan_tables
+
+    report = main_guard(plan_model, target, model, tokenizer)
+    for table in plan_tables(*report):
+        console.print(table)
+    if not report[3].ok:
+        raise SystemExit(1)
+
+
+@task(help={"target": "target profile (runs on its <target>-emu host unless --host or --native)",
+            "host": "inventory host to run on (device or emulated)", "model": "catalog name or path",
+            "tokenizer": "tokenizer.bin", "runs": "how many runs", "native": "run the build directly here",
+            "exact": "the exact build"})
+def bench(c, target=None, host=None, model="tiny260k", tokenizer=None, runs=5, native=False, exact=False):
+    """Run a model on a target several times and record each tok/s in results/bench.jsonl."""
+    from deploy import benchmark
+    from deploy.inventory import load_inventory
+    from deploy.models import resolve
+
+    def work():
+        model_path, tokenizer_path = resolve(model, tokenizer)
+        if native:
+            return benchmark.bench_native(target or "host", model_path, tokenizer_path, int(runs), exact)[0]
+        entry = load_inventory().select(host or f"{target}-emu")[0]
+        return benchmark.bench_host(entry, model_path, tokenizer_path, int(runs), exact, console=console)
+
+    speeds = main_guard(work)
+    console.print(f"tok/s: {' '.join(f'{v:.2f}' for v in speeds)}; median {benchmark.median(speeds):.2f} "
+                  f"(recorded in results/bench.jsonl)")
+
+
+@task(help={"out": "folder for the chart (PNG and SVG)"})
+def report(c, out="results"):
+    """Measured vs published vs predicted, per target and model, as a table and a chart."""
+    from deploy.report import results_report
+
+    table, charts = main_guard(results_report, out)
+    console.print(table)
+    for chart in charts:
+        console.print(f"chart: {chart}")
+
+
+@task(help={"name": "catalog name (see models.list)"})
+def fetch(c, name):
+    """Download a catalog model and its tokenizer, with progress, resume and a size check."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+
+    from deploy.models import fetch as fetch_model
+
+    with Progress("{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(), console=console) as bar:
+        tasks = {}
+
+        def progress(name_, done, total):
+            if name_ not in tasks:
+                tasks[name_] = bar.add_task(name_, total=total)
+            bar.update(tasks[name_], completed=done)
+
+        path = main_guard(fetch_model, name, progress)
+    console.print(f"{path}")
+
+
+@task(name="list")
+def list_models(c):
+    """The model catalog: shape, size, format, source, and whether it is here."""
+    from deploy.report import catalog_table
+
+    console.print(catalog_table())
 
 
 models = Collection("models", synth, inspect, fetch, list_models)

@@ -193,3 +193,18 @@ def chart(rows, out):
         written.append(path)
     plt.close(figure)
     return written
+
+
+def catalog_table():
+    from deploy.models import CATALOG, _find
+
+    table = Table(title="model catalog")
+    for column in ("name", "shape (dim/hidden/layers/heads/kv/vocab/seq)", "parameters", "size", "format", "here",
+                   "source"):
+        table.add_column(column)
+    for entry in CATALOG.values():
+        c = entry.shape
+        shape = f"{c.dim}/{c.hidden_dim}/{c.n_layers}/{c.n_heads}/{c.n_kv_heads}/{c.vocab_size}/{c.seq_len}"
+        table.add_row(entry.name, shape, f"{c.parameter_count() / 1e6:,.1f} M", f"{entry.size / 1e6:,.1f} MB",
+                      f"v{entry.version} fp32", "yes" if _find(entry.file) else "no", entry.url or entry.source)
+    return table
