@@ -125,10 +125,14 @@ def report_rows(results):
             entry = CATALOG.get(model)
             prediction = predict(profile, entry.shape) if entry else None
             hows = [how for (t, m, how) in measured if t == target and m == model] or [""]
+            figure = published.get(model)
+            if figure is None and entry is not None:  # a model of a published model's shape compares directly
+                figure = next((tok_s for name, tok_s in published.items()
+                               if name in CATALOG and CATALOG[name].shape == entry.shape), None)
             for how in hows:
                 values = measured.get((target, model, how), [])
                 rows.append((target, model, how, statistics.median(values) if values else None, len(values),
-                             published.get(model), prediction.tok_s if prediction else None))
+                             figure, prediction.tok_s if prediction else None))
     return rows
 
 
@@ -151,6 +155,7 @@ def results_report(out="results", results_path=None):
 
 def chart(rows, out):
     """A grouped bar chart, log scale: measured, published and predicted tok/s per target and model."""
+    import textwrap
     from pathlib import Path
 
     import matplotlib
@@ -163,7 +168,8 @@ def chart(rows, out):
     shown = [row for row in rows if any(value for value in (row[3], row[5], row[6]))]
     if not shown:
         return []
-    labels = [f"{target}\n{model}" + (f"\n({how})" if how else "") for target, model, how, *_ in shown]
+    labels = [f"{target}\n{textwrap.fill(model, 14)}" + (f"\n({how})" if how else "")
+              for target, model, how, *_ in shown]
     series = [("measured", 3, "#2b6cb0"), ("published", 5, "#dd6b20"), ("predicted", 6, "#a0aec0")]
     figure, axes = plt.subplots(figsize=(max(8, 1.3 * len(shown)), 5.5))
     width = 0.27
@@ -179,7 +185,7 @@ def chart(rows, out):
     axes.set_ylabel("tokens per second (log scale)")
     axes.set_xticks(range(len(shown)), labels, fontsize=8)
     axes.set_title("llama2.c models on retro and small machines: measured, published, predicted")
-    axes.legend()
+    axes.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
     axes.grid(axis="y", which="both", alpha=0.3)
     figure.tight_layout()
     folder = Path(out)
