@@ -143,9 +143,10 @@ def expected_size(header):
 
 
 def default_group_size(config, wanted=64):
-    """llama2.c's rule: halve the group size until it divides dim."""
+    """Halve the group size until it divides dim and hidden_dim, so that no group straddles two rows of a matrix
+    (llama2.c's exporter checks dim only; the ports multiply row by row)."""
     group = wanted
-    while group > 1 and config.dim % group:
+    while group > 1 and (config.dim % group or config.hidden_dim % group):
         group //= 2
     return group
 
@@ -279,6 +280,36 @@ def read_model(path):
         else:
             weights[name] = regions[name].astype(np.float32).reshape(shape)
     return Model(config, weights)
+
+
+def read_quantized(path):
+    """A v2 checkpoint's int8 tensors as they are stored: {name: (q int8 (rows, cols), scales float32)}, layers
+    stacked for the per-layer kinds, plus the fp32 norms and the header."""
+    header = read_header(path)
+    if not header.quantized:
+        raise DeployError(path, f"is a v{header.version} (fp32) checkpoint, not int8")
+    config, mark = header.config, ENDIAN[header.byteorder]
+    raw = np.memmap(path, dtype=np.uint8, mode="r", offset=header.size)
+    regions, offset = {}, 0
+    for segment in segments(header):
+        block = raw[offset:offset + segment.nbytes]
+        regions[segment.name] = block.view(mark + "f4").astype(np.float32) if segment.dtype == "f4" else \
+            block.view(np.int8)
+        offset += segment.nbytes
+    shapes = config.shapes()
+    tensors = {name: regions[name].astype(np.float32).reshape(shapes[name]) for name in NORMS}
+    group = header.group_size
+    for name in ["tok_embeddings", *LAYER_MATRICES, *([] if config.shared_classifier else ["wcls"])]:
+        shape = shapes[name]
+        if name in LAYER_MATRICES:
+            q = np.stack([regions[f"{name}.{i}.q"] for i in range(config.n_layers)]).reshape(shape)
+            s = np.stack([regions[f"{name}.{i}.s"] for i in range(config.n_layers)]).reshape(*shape[:-1], -1)
+        else:
+            q, s = regions[f"{name}.q"].reshape(shape), regions[f"{name}.s"].reshape(shape[0], -1)
+        if shape[-1] % group:
+            raise DeployError(path, f"group size {group} does not divide the rows of {name} ({shape[-1]})")
+        tensors[name] = (q, s)
+    return header, tensors
 
 
 def _dequantize_tensor(regions, name, shape, config, group):

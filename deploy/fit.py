@@ -34,10 +34,12 @@ class Fit:
 
 
 def memory_needed(header, program_bytes=0, tokenizer_bytes=0):
-    """Bytes the program holds while running: fp32 weights (int8 ones are dequantized when loaded), KV cache,
+    """Bytes the program holds while running: the weights (fp32, or int8 with a scale per group), KV cache,
     activations, the tokenizer's pieces and the program itself."""
     c = header.config
     weights = 4 * c.parameter_count()
+    if header.version == 2:
+        weights = c.parameter_count() * (1 + 4 / header.group_size)
     kv_cache = 2 * 4 * c.n_layers * c.seq_len * c.kv_dim
     activations = 4 * (4 * c.dim + 2 * c.hidden_dim + c.n_heads * c.seq_len + 2 * c.vocab_size)
     return weights + kv_cache + activations + 2 * tokenizer_bytes + program_bytes + PROGRAM_OVERHEAD_BYTES

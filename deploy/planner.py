@@ -59,12 +59,11 @@ def alternatives(profile, header, tokenizer_bytes, program_bytes=150_000):
     from deploy.models import CATALOG
 
     found, config = [], header.config
-    int8 = Header(2, header.byteorder, config, default_group_size(config))
-    int8_fit = check_fit(profile, int8, _files(profile, expected_size(int8), tokenizer_bytes, program_bytes))
-    found.append(Alternative(f"int8 (v2, group size {int8.group_size})", expected_size(int8),
-                             int8_fit.memory_bytes - 3 * config.parameter_count(), False,
-                             "the ports load fp32 today: an int8 kernel keeps the file's size in memory"))
-    found[-1].fits = found[-1].memory_bytes <= _limit_bytes(profile)
+    if header.version != 2:
+        int8 = Header(2, header.byteorder, config, default_group_size(config))
+        fit = check_fit(profile, int8, _files(profile, expected_size(int8), tokenizer_bytes, program_bytes))
+        found.append(Alternative(f"int8 (v2, group size {int8.group_size}): invoke convert --version 2",
+                                 expected_size(int8), fit.memory_bytes, fit.ok))
     for seq_len in (256, 128):
         if seq_len < config.seq_len:
             shorter = Header(0, header.byteorder, dataclasses.replace(config, seq_len=seq_len))
@@ -77,11 +76,6 @@ def alternatives(profile, header, tokenizer_bytes, program_bytes=150_000):
             fit = check_fit(profile, smaller, _files(profile, entry.size, tokenizer_bytes, program_bytes))
             found.append(Alternative(f"{entry.name} instead", entry.size, fit.memory_bytes, fit.ok))
     return found
-
-
-def _limit_bytes(profile):
-    cap, ram = profile.port.get("memory_cap_mb"), (profile.get("memory") or {}).get("ram_mb")
-    return (cap or ram or 1 << 40) * (1 << 20)
 
 
 def published_comparison(profile):

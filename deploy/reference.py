@@ -168,24 +168,81 @@ class Transformer:
             out[h * hs:(h + 1) * hs] = head
         return out
 
+    def project(self, kind, layer, x):
+        return matvec(self.columns[kind][layer], x)
+
+    def classify(self, x):
+        return matvec(self.columns["classifier"], x)
+
     def forward(self, token, pos):
-        c, w, cols = self.config, self.model.weights, self.columns
+        c, w = self.config, self.model.weights
         x = w["tok_embeddings"][token].astype(F32).copy()
         for layer in range(c.n_layers):
             xb = rmsnorm(x, w["rms_att"][layer], self.math)
-            q = matvec(cols["wq"][layer], xb)
-            k = matvec(cols["wk"][layer], xb)
-            v = matvec(cols["wv"][layer], xb)
+            q = self.project("wq", layer, xb)
+            k = self.project("wk", layer, xb)
+            v = self.project("wv", layer, xb)
             self._rope(q, pos)
             self._rope(k, pos)
             self.key_cache[layer, pos], self.value_cache[layer, pos] = k, v
-            x = x + matvec(cols["wo"][layer], self._attention(layer, q, pos))
+            x = x + self.project("wo", layer, self._attention(layer, q, pos))
             xb = rmsnorm(x, w["rms_ffn"][layer], self.math)
-            h1, h3 = matvec(cols["w1"][layer], xb), matvec(cols["w3"][layer], xb)
+            h1, h3 = self.project("w1", layer, xb), self.project("w3", layer, xb)
             hidden = h1 * (F32(1.0) / (F32(1.0) + self.math.expf(-h1))) * h3
-            x = x + matvec(cols["w2"][layer], hidden)
+            x = x + self.project("w2", layer, hidden)
         x = rmsnorm(x, w["rms_final"], self.math)
-        return matvec(cols["classifier"], x)
+        return self.classify(x)
+
+
+def round_half_away(values):
+    wide = np.asarray(values, np.float64)
+    return np.where(wide >= 0, np.floor(wide + 0.5), -np.floor(0.5 - wide)).astype(F32)
+
+
+def quantize_groups(x, group):
+    """The template's quantize(): per group, scale = max|x| / 127 and q = round(x / scale), half away from zero."""
+    groups = np.asarray(x, F32).reshape(-1, group)
+    scales = (np.abs(groups).max(axis=1) / F32(127.0)).astype(F32)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        q = np.where(scales[:, None] != 0, round_half_away(groups / scales[:, None]), 0)
+    return q.astype(np.int64), scales
+
+
+def matvec_q8(q, scales, x, group):
+    """The template's matmul_q8: integer sums per group, each scaled by the weight's and the activation's scale,
+    then the groups added in order."""
+    xq, xs = quantize_groups(x, group)
+    rows, cols = q.shape
+    whole = (q.reshape(rows, cols // group, group).astype(np.int64) * xq.reshape(1, -1, group)).sum(axis=2)
+    terms = (whole.astype(F32) * scales) * xs
+    return np.cumsum(terms.astype(F32), axis=1, dtype=F32)[:, -1]
+
+
+class QuantizedTransformer(Transformer):
+    """An int8 (v2) checkpoint as the ports run it; `tensors` come from deploy.checkpoint.read_quantized."""
+
+    def __init__(self, header, tensors, math="libm"):
+        from deploy.checkpoint import Model
+
+        self.group, self.tensors = header.group_size, tensors
+        q, s = tensors["tok_embeddings"]
+        embeddings = (q.astype(F32) * np.repeat(s, self.group, axis=1)).astype(F32)
+        weights = {name: tensors[name] for name in ("rms_att", "rms_ffn", "rms_final")}
+        model = Model(header.config, {**weights, "tok_embeddings": embeddings})
+        self.model, self.config, self.math = model, header.config, MATH[math]()
+        c = self.config
+        self.key_cache = np.zeros((c.n_layers, c.seq_len, c.kv_dim), F32)
+        self.value_cache = np.zeros((c.n_layers, c.seq_len, c.kv_dim), F32)
+        head_dim = (np.arange(0, c.dim, 2) % c.head_size).astype(F32) / F32(c.head_size)
+        self.inv_freq = F32(1.0) / self.math.pow10000f(head_dim)
+
+    def project(self, kind, layer, x):
+        q, s = self.tensors[kind]
+        return matvec_q8(q[layer], s[layer], x, self.group)
+
+    def classify(self, x):
+        q, s = self.tensors["tok_embeddings" if self.config.shared_classifier else "wcls"]
+        return matvec_q8(q, s, x, self.group)
 
 
 @dataclasses.dataclass
@@ -244,10 +301,12 @@ def parse_float(value):
 
 def generate(model, tokenizer, prompt="", steps=256, temperature=1.0, topp=0.9, seed=1, math="libm"):
     """run.c's generate mode; `seed` already normalised the way run.c's main does. `math` is "libm" (what a default
-    build calls) or "portable" (an exact build's math)."""
+    build calls) or "portable" (an exact build's math). `model` is a Model (fp32), or (header, tensors) from
+    deploy.checkpoint.read_quantized for an int8 checkpoint."""
+    transformer = QuantizedTransformer(*model, math) if isinstance(model, tuple) else Transformer(model, math)
+    model = transformer.model
     if steps <= 0 or steps > model.config.seq_len:
         steps = model.config.seq_len
-    transformer = Transformer(model, math)
     sampler = Sampler(model.config.vocab_size, parse_float(temperature), parse_float(topp), seed, transformer.math)
     prompt_tokens = tokenizer.encode(prompt or "", bos=True)
     token, pos, text, fed, all_logits = prompt_tokens[0], 0, b"", [prompt_tokens[0]], []

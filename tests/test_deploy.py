@@ -220,3 +220,10 @@ all:
             assert (remote / name).read_bytes() == (tmp_path / "stage" / "box" / name).read_bytes()
         assert (remote / "run").stat().st_mode & 0o111
         assert not list(remote.glob("*.part"))
+
+
+def test_int8_makes_stories42m_fit_win98():
+    *_, fit, prediction, options, published = plan_model("win98-p2", "stories42M")
+    assert not fit.ok
+    int8 = next(o for o in options if o.what.startswith("int8"))
+    assert int8.fits and int8.model_bytes < 50e6

@@ -107,3 +107,51 @@ def test_bad_tokenizers(host_plan, tiny_files, tmp_path):
     big.write_bytes(raw[:4] + b"\0\0\0\0" + b"\xff\xff\x00\x00" + raw[12:])
     _expect_failure(host_plan, model, big, "has length 65535")
     _expect_failure(host_plan, model, shared("llama2-tokenizer.bin"), "more tokens than the model's vocabulary")
+
+
+# --- int8 (v2) checkpoints ------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def int8_files(tiny_files, tmp_path_factory):
+    from deploy.convert import convert_checkpoint
+
+    folder = tmp_path_factory.mktemp("int8")
+    convert_checkpoint(tiny_files[0], folder / "q.bin", version=2)
+    return folder / "q.bin", tiny_files[1]
+
+
+@pytest.mark.parametrize("case", CASES[:2])
+def test_int8_checkpoint_matches_the_int8_reference(host_plan, int8_files, tmp_path, case):
+    from deploy.checkpoint import read_quantized
+
+    model, tokenizer = int8_files
+    prompt, steps, temperature, topp, seed = case
+    expected = generate(read_quantized(model), read_tokenizer(tokenizer, 512), prompt, steps, temperature, topp, seed)
+    logits_file = tmp_path / "logits.f32"
+    done = run_binary(host_plan.program, model, "-z", tokenizer, "-n", steps, "-t", temperature, "-p", topp,
+                      "-s", seed, "-i", prompt, "-l", logits_file)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == expected.text
+    np.testing.assert_array_equal(np.fromfile(logits_file, dtype=np.float32), np.concatenate(expected.logits))
+
+
+def test_int8_unshared_classifier(host_plan, tmp_path):
+    from deploy.checkpoint import read_quantized
+
+    config = Config(dim=32, hidden_dim=96, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=300, seq_len=40,
+                    shared_classifier=False)
+    write_model(random_model(config, seed=12), tmp_path / "q.bin", version=2, group_size=32)
+    write_tokenizer(synthetic_tokenizer(300), tmp_path / "t.bin")
+    expected = generate(read_quantized(tmp_path / "q.bin"), read_tokenizer(tmp_path / "t.bin"), "the", 30, 0.0)
+    done = run_binary(host_plan.program, tmp_path / "q.bin", "-z", tmp_path / "t.bin", "-n", 30, "-t", 0, "-i", "the")
+    assert done.stdout == expected.text
+
+
+def test_int8_group_size_must_divide_the_rows(host_plan, int8_files, tmp_path):
+    raw = bytearray(int8_files[0].read_bytes())
+    raw[37:41] = (64).to_bytes(4, "little")  # llama2.c's exporter checks only dim: 64 does not divide hidden 172
+    bad = tmp_path / "bad.bin"
+    bad.write_bytes(bytes(raw))
+    done = run_binary(host_plan.program, bad, "-z", int8_files[1], "-n", 4)
+    assert done.returncode == 1
+    assert b"int8 group size 64 must divide dim 64 and hidden_dim 172" in done.stderr

@@ -63,12 +63,23 @@ def run_on_target(plan, model, tokenizer, work, args, logits_name):
     return normalise_line_ends(done.stdout), np.fromfile(logits_file, dtype=order + "f4").astype(np.float32)
 
 
-@pytest.mark.parametrize("args", CASES, ids=["greedy", "sampled"])
-def test_exact_build_prints_what_the_host_prints(target, args, host_exact_plan, tiny_files, build_dir, exact_plans,
-                                                 tmp_path):
+@pytest.fixture(scope="session")
+def int8_tiny(tiny_files, tmp_path_factory):
+    from deploy.convert import convert_checkpoint
+
+    path = tmp_path_factory.mktemp("int8") / "q.bin"
+    convert_checkpoint(tiny_files[0], path, version=2)
+    return path, tiny_files[1]
+
+
+@pytest.mark.parametrize("args, int8", [(CASES[0], False), (CASES[1], False), (CASES[1], True)],
+                         ids=["greedy", "sampled", "int8-sampled"])
+def test_exact_build_prints_what_the_host_prints(target, args, int8, host_exact_plan, tiny_files, int8_tiny,
+                                                 build_dir, exact_plans, tmp_path):
     plan = plan_for(target, True, build_dir, exact_plans)
-    host_text, host_logits = run_on_target(host_exact_plan, *tiny_files, tmp_path, args, "host.f32")
-    text, logits = run_on_target(plan, *tiny_files, tmp_path, args, "target.f32")
+    files = int8_tiny if int8 else tiny_files
+    host_text, host_logits = run_on_target(host_exact_plan, *files, tmp_path, args, "host.f32")
+    text, logits = run_on_target(plan, *files, tmp_path, args, "target.f32")
     assert text == host_text
     np.testing.assert_array_equal(logits, host_logits)
 
