@@ -44,6 +44,7 @@ def bench_host(host, model, tokenizer, runs=5, exact=False, results=None, consol
     """Deploy to an inventory host (if needed), then run there `runs` times."""
     from deploy import deliver
     from deploy.pipeline import Options, Reporter, deploy_host
+    from deploy.stage import load_stage
 
     options = Options(str(model), str(tokenizer), exact=exact, run_args=ARGS)
     outcome = deploy_host(host, options, Reporter(console) if console else (lambda *args: None))
@@ -51,8 +52,6 @@ def bench_host(host, model, tokenizer, runs=5, exact=False, results=None, consol
         raise DeployError(outcome.error)
     profile = load_profile(host.target)
     plan = make_plan(profile, exact=exact, toolchain=(host.get("ssh") or {}).get("build"))
-    from deploy.stage import load_stage
-
     stage = load_stage(host.name)
     how = "emulator" if host.connection == "emulator" else "device"
     machine = this_machine() + f" under {' '.join(profile.emulator)}" if how == "emulator" else host.get(

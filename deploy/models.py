@@ -57,7 +57,8 @@ CATALOG = {entry.name: entry for entry in [
 ]}
 
 
-def _find(file_name):
+def find_file(file_name):
+    """The file in models/ or in ../shared/models/, or None."""
     for folder in (MODELS_DIR, SHARED_MODELS):
         if (folder / file_name).exists():
             return folder / file_name
@@ -71,11 +72,11 @@ def resolve(model, tokenizer=None):
         if tokenizer is None:
             raise DeployError(model, "--tokenizer is needed with a model given as a path")
         return Path(model), Path(CATALOG[tokenizer].tokenizer) if tokenizer in CATALOG else Path(tokenizer)
-    path = _find(entry.file)
+    path = find_file(entry.file)
     if path is None:
         hint = f"invoke models.fetch {entry.name}" if entry.url else entry.note
         raise DeployError(entry.name, f"not downloaded yet ({entry.size / 1e6:,.1f} MB): {hint}")
-    tokenizer_path = Path(tokenizer) if tokenizer else _find(entry.tokenizer)
+    tokenizer_path = Path(tokenizer) if tokenizer else find_file(entry.tokenizer)
     if tokenizer_path is None:
         raise DeployError(entry.name, f"tokenizer {entry.tokenizer} not found; invoke models.fetch {entry.name}")
     return path, tokenizer_path

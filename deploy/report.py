@@ -202,7 +202,7 @@ def chart(rows, out):
 
 
 def catalog_table():
-    from deploy.models import CATALOG, _find
+    from deploy.models import CATALOG, find_file
 
     table = Table(title="model catalog")
     for column in ("name", "shape (dim/hidden/layers/heads/kv/vocab/seq)", "parameters", "size", "format", "here",
@@ -212,5 +212,5 @@ def catalog_table():
         c = entry.shape
         shape = f"{c.dim}/{c.hidden_dim}/{c.n_layers}/{c.n_heads}/{c.n_kv_heads}/{c.vocab_size}/{c.seq_len}"
         table.add_row(entry.name, shape, f"{c.parameter_count() / 1e6:,.1f} M", f"{entry.size / 1e6:,.1f} MB",
-                      f"v{entry.version} fp32", "yes" if _find(entry.file) else "no", entry.url or entry.source)
+                      f"v{entry.version} fp32", "yes" if find_file(entry.file) else "no", entry.url or entry.source)
     return table
