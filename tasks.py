@@ -219,9 +219,12 @@ def deploy(c, target=None, host=None, limit=None, model=None, tokenizer=None, ex
     options = Options(str(chosen_model), str(chosen_tokenizer), exact=exact, dry=dry, run=run, stay=stay)
     results = deploy_hosts(hosts, options, console)
     console.print(deploy_table(results))
+    texts = {}
     for result in results:
         if result.text:
-            console.print(f"[bold]{result.host}[/]: {result.text.strip()[:300]}")
+            texts.setdefault(result.text.strip(), []).append(result.host)
+    for text, names in texts.items():
+        console.print(f"\n[bold]{', '.join(names)}[/] printed:\n{text[:800]}")
     if any(result.error for result in results):
         raise SystemExit(1)
 
