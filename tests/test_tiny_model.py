@@ -54,8 +54,8 @@ def test_corpus_words_are_the_vocabulary():
     assert 200 <= len(vocab) <= 500
     stories = generate_stories(300, seed=7)
     assert set(words(" ".join(stories))) <= vocab
-    assert any(story.startswith("Once upon a time") for story in stories)
-    assert len({story.split(",")[0].split(" there")[0] for story in stories}) >= 4  # varied openings
+    for opening in ("Once upon a time", "There was once", "Long ago", "One morning", "In a big green forest"):
+        assert any(story.startswith(opening) for story in stories), opening
     assert generate_stories(5, seed=3) == generate_stories(5, seed=3)
 
 

@@ -61,9 +61,14 @@ class Block(nn.Module):
         self.config = config
         d, kv, h = config.dim, config.kv_dim, config.hidden_dim
         self.rms_att, self.rms_ffn = RMSNorm(d), RMSNorm(d)
-        self.wq, self.wk, self.wv = nn.Linear(d, d, bias=False), nn.Linear(d, kv, bias=False), nn.Linear(d, kv, bias=False)
+        # (out, in) weights, registered in this order (the seeded initialisation follows it)
+        self.wq = nn.Linear(d, d, bias=False)
+        self.wk = nn.Linear(d, kv, bias=False)
+        self.wv = nn.Linear(d, kv, bias=False)
         self.wo = nn.Linear(d, d, bias=False)
-        self.w1, self.w2, self.w3 = nn.Linear(d, h, bias=False), nn.Linear(h, d, bias=False), nn.Linear(d, h, bias=False)
+        self.w1 = nn.Linear(d, h, bias=False)
+        self.w2 = nn.Linear(h, d, bias=False)
+        self.w3 = nn.Linear(d, h, bias=False)
 
     def forward(self, x, cos, sin):
         c = self.config
@@ -109,6 +114,21 @@ class TinyLlama(nn.Module):
         for layer in self.layers:
             x = layer(x, cos, sin)
         return self.rms_final(x) @ self.tok_embeddings.weight.T  # shared classifier
+
+    @classmethod
+    def from_model(cls, model):
+        """The PyTorch model holding the weights of a deploy.checkpoint.Model (e.g. read_model of an export)."""
+        net = cls(model.config)
+        w = model.weights
+        with torch.no_grad():
+            net.tok_embeddings.weight.copy_(torch.from_numpy(np.array(w["tok_embeddings"])))
+            net.rms_final.weight.copy_(torch.from_numpy(np.array(w["rms_final"])))
+            for index, layer in enumerate(net.layers):
+                layer.rms_att.weight.copy_(torch.from_numpy(np.array(w["rms_att"][index])))
+                layer.rms_ffn.weight.copy_(torch.from_numpy(np.array(w["rms_ffn"][index])))
+                for name in ("wq", "wk", "wv", "wo", "w1", "w2", "w3"):
+                    getattr(layer, name).weight.copy_(torch.from_numpy(np.array(w[name][index])))
+        return net.eval()
 
     def export(self):
         """deploy.checkpoint.Model with the canonical shapes of Config.shapes()."""
@@ -258,7 +278,7 @@ def main():
     parser = argparse.ArgumentParser(description="Train the tiny stories260K-shaped model on the grammar corpus.")
     parser.add_argument("--out", default=str(ROOT / "models" / "tiny260k.bin"))
     parser.add_argument("--tokenizer-out", default=str(ROOT / "models" / "tiny260k-tok.bin"))
-    parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--steps", type=int, default=1200)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--seq-len", type=int, default=256, help="training window (the checkpoint says 512)")
     parser.add_argument("--lr", type=float, default=3e-3)
