@@ -8,10 +8,8 @@ file): a key that looks like a password is refused.
 import dataclasses
 from pathlib import Path
 
-import yaml
-
 from deploy.errors import DeployError
-from deploy.profile import ROOT, known_targets
+from deploy.profile import ROOT, known_targets, read_yaml
 
 INVENTORY = ROOT / "inventory.yaml"
 CONNECTIONS = ["ftp-serve", "ftp-push", "sftp", "adb", "emulator", "manual"]
@@ -67,15 +65,8 @@ class Inventory:
 
 def load_inventory(path=None):
     path = Path(path or INVENTORY)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise DeployError(path, "inventory not found") from None
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise DeployError(path, f"not valid YAML{where}: {getattr(error, 'problem', error)}") from None
-    if not isinstance(data, dict) or set(data) != {"all"}:
+    data = read_yaml(path, "the inventory")
+    if set(data) != {"all"}:
         raise DeployError(path, "the top level must be a single 'all' group")
     inventory = Inventory(path, {}, {}, {})
     inventory.tree = _walk(inventory, "all", data["all"] or {}, (), {})

@@ -99,20 +99,23 @@ def load_profile(name, targets_dir=None):
     return Profile(data["name"], data, path)
 
 
-def _read_yaml(path):
+def read_yaml(path, what="a profile"):
+    """A YAML mapping from `path`, or one line saying where and why it is not one."""
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError:
+        raise DeployError(path, f"{what} not found") from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
         raise DeployError(path, f"not valid YAML{where}: {getattr(error, 'problem', error)}") from None
     if not isinstance(data, dict):
-        raise DeployError(path, "a profile must be a mapping of keys to values")
+        raise DeployError(path, f"{what} must be a mapping of keys to values")
     return data
 
 
 def _merged(path, directory, seen):
-    data = _read_yaml(path)
+    data = read_yaml(path)
     parent = data.pop("extends", None)
     if parent is None:
         return data

@@ -133,10 +133,15 @@ def softmax(x, math):
 class Transformer:
     def __init__(self, model, math="libm"):
         self.model, self.config, self.math = model, model.config, MATH[math]()
-        c, w = self.config, model.weights
+        w = model.weights
         self.columns = {name: np.ascontiguousarray(np.swapaxes(w[name], -1, -2))
                         for name in ("wq", "wk", "wv", "wo", "w1", "w2", "w3")}
         self.columns["classifier"] = np.ascontiguousarray(model.classifier.T)
+        self._start()
+
+    def _start(self):
+        """The KV cache and RoPE frequencies, for a fresh generation."""
+        c = self.config
         self.key_cache = np.zeros((c.n_layers, c.seq_len, c.kv_dim), F32)
         self.value_cache = np.zeros((c.n_layers, c.seq_len, c.kv_dim), F32)
         head_dim = (np.arange(0, c.dim, 2) % c.head_size).astype(F32) / F32(c.head_size)
@@ -230,11 +235,7 @@ class QuantizedTransformer(Transformer):
         weights = {name: tensors[name] for name in ("rms_att", "rms_ffn", "rms_final")}
         model = Model(header.config, {**weights, "tok_embeddings": embeddings})
         self.model, self.config, self.math = model, header.config, MATH[math]()
-        c = self.config
-        self.key_cache = np.zeros((c.n_layers, c.seq_len, c.kv_dim), F32)
-        self.value_cache = np.zeros((c.n_layers, c.seq_len, c.kv_dim), F32)
-        head_dim = (np.arange(0, c.dim, 2) % c.head_size).astype(F32) / F32(c.head_size)
-        self.inv_freq = F32(1.0) / self.math.pow10000f(head_dim)
+        self._start()
 
     def project(self, kind, layer, x):
         q, s = self.tensors[kind]
