@@ -193,9 +193,10 @@ def inventory(c, limit=None, inventory=None):
             "model": "checkpoint (default: the inventory's model)", "tokenizer": "tokenizer.bin",
             "exact": "deploy the exact build", "dry": "print every step, command and transfer without doing it",
             "run": "run the program once delivered and report tok/s", "stay": "ftp-serve: keep serving",
+            "timeout": "ftp-serve: stop waiting for the host after this many seconds",
             "inventory": "inventory file (default inventory.yaml)"})
 def deploy(c, target=None, host=None, limit=None, model=None, tokenizer=None, exact=False, dry=False, run=False,
-           stay=False, inventory=None):
+           stay=False, timeout=None, inventory=None):
     """Plan, build, convert, stage and deliver to hosts (in parallel), optionally run; ends in a summary table."""
     from deploy.inventory import load_inventory
     from deploy.pipeline import Options, deploy_hosts
@@ -216,7 +217,8 @@ def deploy(c, target=None, host=None, limit=None, model=None, tokenizer=None, ex
     hosts = main_guard(choose)
     chosen_model, chosen_tokenizer = main_guard(resolve, model or _inventory_default(hosts, "model"),
                                                 tokenizer or _inventory_default(hosts, "tokenizer", required=False))
-    options = Options(str(chosen_model), str(chosen_tokenizer), exact=exact, dry=dry, run=run, stay=stay)
+    options = Options(str(chosen_model), str(chosen_tokenizer), exact=exact, dry=dry, run=run, stay=stay,
+                      timeout=float(timeout) if timeout else None)
     results = deploy_hosts(hosts, options, console)
     console.print(deploy_table(results))
     texts = {}

@@ -132,7 +132,7 @@ def _ftp_serve(host, profile, plan, stage, options, say):
         server = StageServer(stage.directory, names, bind=our_address, user=ftp.get("user"),
                              password_env=ftp.get("password_env"), stay=options.stay, on_progress=progress)
         server.start()
-        summary = server.serve_until_complete()
+        summary = server.serve_until_complete(options.timeout)
     for record in summary:
         say(f"sent {record.file}: {record.bytes:,} bytes in {record.seconds:.1f} s to {record.client}")
 

@@ -43,6 +43,7 @@ class Options:
     run: bool = False
     run_args: tuple = ("-n", "128", "-s", "42", "-i", "Once upon a time")
     stay: bool = False
+    timeout: float = None  # ftp-serve: give up when the host has not fetched everything within this many seconds
     stage_root: object = None
     build_dir: object = None
 

@@ -227,3 +227,24 @@ def test_int8_makes_stories42m_fit_win98():
     assert not fit.ok
     int8 = next(o for o in options if o.what.startswith("int8"))
     assert int8.fits and int8.model_bytes < 50e6
+
+
+def test_ftp_serve_gives_up_after_the_timeout(tmp_path, tiny_files):
+    if not shutil.which("i686-w64-mingw32-gcc"):
+        pytest.skip("needs mingw-w64")
+    path = write_inventory(tmp_path, """
+all:
+  hosts:
+    nobody:
+      target: win98-p2
+      connection: ftp-serve
+      address: 127.0.0.1
+      link: {address: 127.0.0.1}
+      ftp: {port: 0}
+""")
+    options = Options(str(tiny_files[0]), str(tiny_files[1]), stage_root=tmp_path / "stage",
+                      build_dir=tmp_path / "build", timeout=1.0)
+    start = time.monotonic()
+    result = deploy_hosts(load_inventory(path).select(), options, Quiet())[0]
+    assert "timed out after 1 s; not fetched completely: RUN.EXE, MODEL.BIN, TOK.BIN" in result.error
+    assert time.monotonic() - start < 60
