@@ -1,7 +1,6 @@
 """`invoke bench`: run a deployed model several times on a host (device, emulator) or natively, parse tok/s, and
 record each run as a JSON line."""
 
-import re
 import statistics
 import subprocess
 
@@ -12,16 +11,16 @@ from deploy.manifest import sha256_file
 from deploy.plan import make_plan
 from deploy.profile import load_profile
 from deploy.results import Result, now, record, this_machine
+from deploy.runner import tokens_per_second
 
-TOKS = re.compile(r"achieved tok/s: ([0-9.]+|inf)")
 ARGS = ("-n", "128", "-t", "0", "-i", "Once upon a time")
 
 
 def _tok_s(stderr, where):
-    match = TOKS.search(stderr)
-    if not match:
+    speed = tokens_per_second(stderr)
+    if speed is None:
         raise DeployError(where, "the program printed no tok/s: " + stderr.strip()[-200:])
-    return float(match.group(1))
+    return speed
 
 
 def bench_native(target, model, tokenizer, runs=5, exact=False, results=None):

@@ -5,7 +5,6 @@ what it would do. Several hosts deploy in parallel; each ends in one HostResult 
 """
 
 import dataclasses
-import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -17,9 +16,8 @@ from deploy.errors import DeployError
 from deploy.fit import check_fit
 from deploy.plan import make_plan
 from deploy.profile import load_profile
+from deploy.runner import tokens_per_second
 from deploy.stage import STAGE_DIR, stage_files
-
-TOKS = re.compile(r"achieved tok/s: ([0-9.]+|inf)")
 
 
 @dataclasses.dataclass
@@ -104,8 +102,8 @@ def _deploy(host, options, report, result):
            f"{built.output.name} built in {built.seconds:.1f} s" + (f" ({len(built.warnings)} warnings)"
                                                                      if built.warnings else ""))
     model, tokenizer = model_for_target(profile, options.model, options.tokenizer, plan.out_dir / "model")
-    report(result, "convert", "already in the target's byte order" if model == options.model or str(model) ==
-           str(options.model) else f"{profile.endianness}-endian copies in {model.parent}")
+    report(result, "convert", "already in the target's byte order" if str(model) == str(options.model) else
+           f"{profile.endianness}-endian copies in {model.parent}")
     sources = {files["model"]: model, files["tokenizer"]: tokenizer}
     if built.ran:
         sources = {files["program"]: plan.program, **sources}
@@ -119,8 +117,7 @@ def _deploy(host, options, report, result):
     if options.run:
         done = deliver.run(host, profile, plan, stage, options)
         result.text = done.stdout
-        match = TOKS.search(done.stderr)
-        result.tok_s = float(match.group(1)) if match else None
+        result.tok_s = tokens_per_second(done.stderr)
         report(result, "run", f"{result.tok_s:.2f} tok/s" if result.tok_s is not None else "no tok/s in the output")
 
 

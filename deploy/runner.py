@@ -1,10 +1,21 @@
 """Run a built program on this machine: directly, or under the profile's emulator (qemu-user, Wine)."""
 
 import os
+import re
 import subprocess
 from pathlib import Path
 
 from deploy.errors import DeployError
+
+
+TOK_S = re.compile(r"achieved tok/s: ([0-9.]+|inf)")
+
+
+def tokens_per_second(stderr):
+    """The `achieved tok/s` figure the program prints on stderr (text or bytes), or None."""
+    text = stderr.decode("utf-8", "replace") if isinstance(stderr, bytes) else stderr
+    match = TOK_S.search(text)
+    return float(match.group(1)) if match else None
 
 
 def run_command(plan, args):

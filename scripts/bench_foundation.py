@@ -11,7 +11,6 @@ Usage: .venv/bin/python scripts/bench_foundation.py [--runs 5] [--steps 256] [--
 
 import argparse
 import os
-import re
 import statistics
 import subprocess
 import sys
@@ -28,17 +27,17 @@ from deploy.build import build  # noqa: E402
 from deploy.checkpoint import Config, Header, expected_size, pack_header  # noqa: E402
 from deploy.plan import make_plan  # noqa: E402
 from deploy.profile import load_profile  # noqa: E402
+from deploy.runner import tokens_per_second  # noqa: E402
 from deploy.synth import SHAPES, synthetic_tokenizer, write_random_model  # noqa: E402
 from deploy.tokenizer import write_tokenizer  # noqa: E402
 
 console = Console()
-TOKS = re.compile(rb"achieved tok/s: ([0-9.]+)")
 
 
-def tokens_per_second(binary, model, tokenizer, steps):
+def measure(binary, model, tokenizer, steps):
     done = subprocess.run([str(binary), str(model), "-z", str(tokenizer), "-n", str(steps), "-t", "0"],
                           capture_output=True, check=True)
-    return float(TOKS.search(done.stderr).group(1))
+    return tokens_per_second(done.stderr)
 
 
 def bench_host(work, runs, steps):
@@ -56,8 +55,8 @@ def bench_host(work, runs, steps):
     samples = {"host": [], "scalar": []}
     for run in range(runs):
         console.print(f"run {run + 1}/{runs}", end="\r")
-        samples["host"].append(tokens_per_second(fast.program, model, tokenizer, steps))
-        samples["scalar"].append(tokens_per_second(scalar.program, model, tokenizer, steps))
+        samples["host"].append(measure(fast.program, model, tokenizer, steps))
+        samples["scalar"].append(measure(scalar.program, model, tokenizer, steps))
     host, plain = statistics.median(samples["host"]), statistics.median(samples["scalar"])
     table = Table(title=f"host build vs plain scalar build, stories15M shape, {steps} steps, median of {runs}")
     for column in ("build", "kernel", "flags", "median tok/s", "runs"):

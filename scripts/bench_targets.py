@@ -13,7 +13,6 @@ Usage: .venv/bin/python scripts/bench_targets.py [--runs 5] [--skip-emulated] [-
 
 import argparse
 import os
-import re
 import shutil
 import statistics
 import subprocess
@@ -30,12 +29,11 @@ from deploy.build import build  # noqa: E402
 from deploy.convert import model_for_target  # noqa: E402
 from deploy.plan import make_plan, toolchain_present  # noqa: E402
 from deploy.profile import load_profile  # noqa: E402
-from deploy.runner import prepare_emulator, run_command, run_env  # noqa: E402
+from deploy.runner import prepare_emulator, run_command, run_env, tokens_per_second  # noqa: E402
 from deploy.synth import SHAPES, synthetic_tokenizer, write_random_model  # noqa: E402
 from deploy.tokenizer import write_tokenizer  # noqa: E402
 
 console = Console()
-TOKS = re.compile(rb"achieved tok/s: ([0-9.]+|inf)")
 EMULATED = ["win98-p2", "p2-linux", "powerbook-g4", "rpi4", "rpi-zero", "pixel6"]
 
 
@@ -43,7 +41,7 @@ def tok_s(plan, model, tokenizer, steps, native=False):
     args = [model, "-z", tokenizer, "-n", steps, "-t", 0]
     command = [str(plan.program), *map(str, args)] if native else run_command(plan, args)
     done = subprocess.run(command, capture_output=True, env=run_env(plan), check=True)
-    return float(TOKS.search(done.stderr).group(1))
+    return tokens_per_second(done.stderr)
 
 
 def median_tok_s(plans, model, tokenizer, steps, runs, work, native=False):
