@@ -75,24 +75,24 @@ def run(c, model="tiny260k", tokenizer=None, target="host", exact=False, convert
     raise SystemExit(done.returncode)
 
 
-@task(help={"model": "source checkpoint", "out": "output file (or folder with --target)",
-            "tokenizer": "tokenizer.bin to convert too (with --target)", "target": "convert for this target profile",
+@task(help={"model": "source checkpoint (catalog name or path)", "out": "output file (or folder with --target)",
+            "tokenizer": "tokenizer.bin to convert too (with --target; a catalog model brings its own)", "target": "convert for this target profile",
             "version": "checkpoint version to write: 0, 1 or 2 (int8)", "byteorder": "little or big",
             "group_size": "int8 group size (v2)"})
 def convert(c, model, out, tokenizer=None, target=None, version=None, byteorder=None, group_size=None):
     """Convert a checkpoint's version or byte order, or prepare model and tokenizer for a target."""
     from deploy import convert as conv
+    from deploy.models import model_path, resolve
     from deploy.profile import load_profile
 
     def work():
         if target:
-            if not tokenizer:
-                raise_missing("--tokenizer is needed with --target")
-            files = conv.convert_for_target(load_profile(target), model, tokenizer, out,
+            source, source_tokenizer = resolve(model, tokenizer)
+            files = conv.convert_for_target(load_profile(target), source, source_tokenizer, out,
                                             None if version is None else int(version))
             return files.manifests
-        return [conv.convert_checkpoint(model, out, None if version is None else int(version), byteorder,
-                                        None if group_size is None else int(group_size))]
+        return [conv.convert_checkpoint(model_path(model), out, None if version is None else int(version),
+                                        byteorder, None if group_size is None else int(group_size))]
 
     for entry in main_guard(work):
         console.print(f"{entry['file']}: {entry['size']:,} bytes, {entry['byteorder']}-endian, sha256 "

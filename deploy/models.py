@@ -65,6 +65,12 @@ def find_file(file_name):
     return None
 
 
+def model_path(model):
+    """The checkpoint for a catalog name or a path (no tokenizer needed)."""
+    entry = CATALOG.get(str(model))
+    return resolve(model)[0] if entry is not None else Path(model)
+
+
 def resolve(model, tokenizer=None):
     """(model path, tokenizer path) for a catalog name or a path; a catalog name brings its own tokenizer."""
     entry = CATALOG.get(str(model))
