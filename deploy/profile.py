@@ -16,6 +16,7 @@ TARGETS_DIR = ROOT / "targets"
 
 KERNELS = ["scalar", "rows4", "sse", "neon", "altivec"]
 KERNEL_FEATURE = {"sse": "sse", "neon": "neon", "altivec": "altivec"}
+MIN_READ_CHUNK = 4096  # the loader reads weights in pieces of this many bytes; ports/run.c.j2 refuses less too
 
 # A schema value is a type, a tuple of types, a list of allowed values, a dict (nested mapping) or [schema] (a list).
 TOOLCHAIN = {
@@ -182,5 +183,7 @@ def _check_combinations(data, path):
         raise DeployError(path, f"'cpu.word_bits' is 64, but {cpu['arch']} is a 32-bit CPU")
     if port.get("threads") == "openmp" and cpu.get("cores", 1) < 2:
         raise DeployError(path, "'port.threads' is openmp, but cpu.cores is 1")
+    if port.get("read_chunk", MIN_READ_CHUNK) < MIN_READ_CHUNK:
+        raise DeployError(path, f"'port.read_chunk' is {port['read_chunk']}; at least {MIN_READ_CHUNK} bytes")
     if port.get("timer") == "gettickcount" and data["os"] != "windows98":
         raise DeployError(path, "'port.timer' gettickcount needs a Windows os")

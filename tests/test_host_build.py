@@ -80,7 +80,7 @@ def test_truncated_checkpoint(host_plan, tiny_files, tmp_path):
     model, tok = tiny_files
     cut = tmp_path / "cut.bin"
     cut.write_bytes(model.read_bytes()[:500_000])
-    done = _expect_failure(host_plan, cut, tok, "truncated: ends inside")
+    done = _expect_failure(host_plan, cut, tok, "truncated: 500000 bytes, the v0 header promises 1056540")
     assert str(cut).encode() in done.stderr
 
 
