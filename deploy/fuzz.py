@@ -121,7 +121,7 @@ def seed_corpus(folder):
 
 
 def _put_int(data, rng, at=None):
-    at = rng.randrange(0, min(len(data), 48) - 3) if at is None else at
+    at = rng.randrange(0, max(1, min(len(data), 48) - 3)) if at is None else at
     value = rng.choice(INTERESTING) if rng.random() < 0.8 else rng.randrange(-(1 << 31), 1 << 31)
     order = rng.choice("<>")
     data[at:at + 4] = struct.pack(order + "i", value)
@@ -133,7 +133,7 @@ def mutate_checkpoint(raw, rng):
         op = rng.randrange(10)
         if op <= 2:  # a header field (aligned, or v2's unaligned group size)
             _put_int(data, rng, rng.choice([*range(0, 40, 4), 37]) if rng.random() < 0.7 else None)
-        elif op == 3:
+        elif op == 3 and data:
             for _ in range(rng.randint(1, 4)):
                 bit = rng.randrange(len(data) * 8)
                 data[bit // 8] ^= 1 << (bit % 8)
