@@ -13,6 +13,7 @@ import dataclasses
 import json
 import os
 import random
+import re
 import select
 import shutil
 import struct
@@ -67,7 +68,7 @@ class Case:
     """One input: the files (None: absent) and the program's arguments after the checkpoint. In arguments, {dir}
     stands for the folder the case runs in; the model is {dir}/model.bin, the tokenizer {dir}/tokenizer.bin."""
 
-    model: bytes
+    model: bytes  # None: the checkpoint path is a folder
     tokenizer: bytes
     args: list
     vocab_size: int = 0  # the vocabulary the tokenizer belongs to (for the Python reader)
@@ -251,7 +252,7 @@ def make_case(corpus, seed, index):
         return Case(model, tokenizer, mutated_args(rng), vocab, f"{name}: command line")
     special = rng.choice(["directory", "empty", "both"])
     if special == "directory":
-        return Case(model, tokenizer, normal_args(rng), vocab, f"{name}: checkpoint is a folder")
+        return Case(None, tokenizer, normal_args(rng), vocab, f"{name}: checkpoint is a folder")
     if special == "empty":
         return Case(b"", tokenizer, normal_args(rng), vocab, f"{name}: empty checkpoint")
     return Case(mutate_checkpoint(model, rng), mutate_tokenizer(tokenizer, rng), mutated_args(rng), vocab,
@@ -300,7 +301,7 @@ def lay_out(case, folder):
             shutil.rmtree(path)
         elif path.exists():
             path.unlink()
-    if case.note.endswith("checkpoint is a folder"):
+    if case.model is None:
         (folder / "model.bin").mkdir()
     else:
         (folder / "model.bin").write_bytes(case.model)
@@ -334,8 +335,6 @@ def classify(returncode, stderr, timed_out):
 
 def _signature(stderr):
     """The kind of report and where: "heap-buffer-overflow in sample_topp", "runtime error: negation of ..."."""
-    import re
-
     text = stderr.decode("utf-8", "replace")
     ubsan = re.search(r"runtime error: (.*)", text)
     if ubsan:
@@ -372,7 +371,7 @@ for line in sys.stdin:
     job = json.loads(line)
     try:
         if job["what"] == "model":
-            header = read_header(job["path"])
+            read_header(job["path"])
             read_model(job["path"])
         else:
             read_tokenizer(job["path"], job["vocab_size"] or None)
@@ -393,9 +392,11 @@ class ReaderWorker:
         self.memory, self.timeout, self.process = memory, timeout, None
 
     def _start(self):
-        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent), "OPENBLAS_NUM_THREADS": "1"}
-        self.process = subprocess.Popen([sys.executable, "-c", READER_WORKER, str(self.memory)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                        stderr=subprocess.DEVNULL, env=env, text=True)
+        root = str(Path(__file__).resolve().parent.parent)
+        env = {**os.environ, "PYTHONPATH": root, "OPENBLAS_NUM_THREADS": "1"}
+        self.process = subprocess.Popen([sys.executable, "-c", READER_WORKER, str(self.memory)], cwd=root, env=env,
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                        text=True)
         if self.process.stdout.readline().strip() != "ready":
             raise DeployError("fuzz", "the Python reader worker did not start")
 
@@ -440,7 +441,8 @@ def save_case(case, outcome, build, folder):
     number = len(list(folder.glob(f"{build}-*")))
     where = folder / f"{build}-{number:03d}"
     where.mkdir()
-    (where / "model.bin").write_bytes(case.model)
+    if case.model is not None:
+        (where / "model.bin").write_bytes(case.model)
     (where / "tokenizer.bin").write_bytes(case.tokenizer)
     meta = {"build": build, "args": [compress(arg) for arg in case.args], "vocab_size": case.vocab_size,
             "note": case.note,
@@ -455,8 +457,9 @@ def load_cases(folder):
     for meta_path in sorted(Path(folder).glob("*/case.json")):
         meta = json.loads(meta_path.read_text())
         where = meta_path.parent
-        case = Case((where / "model.bin").read_bytes(), (where / "tokenizer.bin").read_bytes(), meta["args"],
-                    meta.get("vocab_size", 0), meta.get("note", ""))
+        model = where / "model.bin"  # absent: the case passes a folder as the checkpoint
+        case = Case(model.read_bytes() if model.exists() else None, (where / "tokenizer.bin").read_bytes(),
+                    meta["args"], meta.get("vocab_size", 0), meta.get("note", ""))
         found.append((where.name, meta["build"], case, meta.get("xfail")))
     return found
 
@@ -503,7 +506,7 @@ def fuzz(builds, cases, seed=1, save=None, progress=None, build_dir=None, templa
                     if progress and (index + 1) % 500 == 0:
                         progress(f"{build}: {index + 1} cases, {tally}, {time.monotonic() - start:.0f} s")
             finally:
-                getattr(runner, "close", lambda: None)()
+                runner.close()
     return counts, failures
 
 
