@@ -5,7 +5,7 @@ built with AddressSanitizer and UndefinedBehaviorSanitizer (64-bit host and i686
 Python readers under a memory limit. A run may end normally or with a one-line error; a crash, a sanitizer report, a
 hang or a Python traceback is a failure, and every failing input can be kept as a regression case.
 
-    python -m deploy.fuzz --cases 10000 --builds x86_64,i686,python --seed 1 --save tests/fuzz_regressions
+    python -m deploy.fuzz --cases 10000 --seed 1 --save tests/fuzz_regressions   (every build and the readers)
 """
 
 import argparse
@@ -32,13 +32,26 @@ from deploy.render import environment, render_run_c
 from deploy.synth import random_model, synthetic_tokenizer
 from deploy.tokenizer import Tokenizer, write_tokenizer
 
-# name: (profile whose branches are rendered, compiler, flags, environment for running it)
 SANITIZER_FLAGS = ["-O1", "-g", "-fno-omit-frame-pointer", "-fsanitize=address,undefined",
                    "-fno-sanitize-recover=undefined", *COMMON_FLAGS]
+
+
+@dataclasses.dataclass(frozen=True)
+class SanitizedBuild:
+    target: str  # the profile whose template branches are rendered
+    compiler: str
+    flags: tuple
+    env: dict = dataclasses.field(default_factory=dict)  # for running it
+    variant: dict = dataclasses.field(default_factory=dict)  # port branches overridden
+
+
+I686_RUNTIME = {"LD_LIBRARY_PATH": "/usr/i686-linux-gnu/lib"}  # the cross ASan runtime, run natively
 BUILDS = {
-    "x86_64": ("host", "gcc", ["-std=gnu99"], {}),
-    "i686": ("p2-linux", "i686-linux-gnu-gcc", ["-std=c89", "-march=pentium2"],
-             {"LD_LIBRARY_PATH": "/usr/i686-linux-gnu/lib"}),
+    "x86_64": SanitizedBuild("host", "gcc", ("-std=gnu99",)),
+    "i686": SanitizedBuild("p2-linux", "i686-linux-gnu-gcc", ("-std=c89", "-march=pentium2"), I686_RUNTIME),
+    # a 32-bit size_t with no memory cap in front of it, as on the G4 and the Pi Zero
+    "i686-uncapped": SanitizedBuild("p2-linux", "i686-linux-gnu-gcc", ("-std=c89", "-march=pentium2"), I686_RUNTIME,
+                                    {"memory_cap_mb": 0}),
 }
 # Sanitizers exit with their own status, apart from the program's 1; huge requests return NULL (the program's own
 # "out of memory" line) instead of taking the machine's memory.
@@ -266,30 +279,30 @@ def make_case(corpus, seed, index):
 def build_sanitized(name, build_dir=None, template=None):
     """The rendered program for build `name` (see BUILDS), compiled with ASan and UBSan; its path. `template`: another
     run.c.j2 to render (an older one, to check that the fuzzer finds what was fixed)."""
-    target, compiler, flags, _ = BUILDS[name]
-    if shutil.which(compiler) is None:
-        raise DeployError(f"fuzz {name}", f"{compiler} not found; run scripts/setup")
+    spec = BUILDS[name]
+    if shutil.which(spec.compiler) is None:
+        raise DeployError(f"fuzz {name}", f"{spec.compiler} not found; run scripts/setup")
     folder = Path(build_dir or BUILD_DIR) / (f"fuzz-{name}" + ("-template" if template else ""))
     folder.mkdir(parents=True, exist_ok=True)
-    plan = make_plan(load_profile(target), build_dir=folder.parent)
+    plan = make_plan(load_profile(spec.target), build_dir=folder.parent, variant=spec.variant)
     source = environment().from_string(Path(template).read_text()).render(**plan.template_context()) if template \
         else render_run_c(plan)
     binary = folder / "run"
     stamp = folder / ".source"
-    command = [compiler, *SANITIZER_FLAGS, *flags, "-o", str(binary), str(folder / "run.c"), "-lm"]
+    command = [spec.compiler, *SANITIZER_FLAGS, *spec.flags, "-o", str(binary), str(folder / "run.c"), "-lm"]
     fingerprint = source + "\n" + " ".join(command)
     if binary.exists() and stamp.exists() and stamp.read_text() == fingerprint:
         return binary
     write_atomic(folder / "run.c", source.encode())
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
-        raise DeployError(folder / "run.c", f"{compiler} failed: {done.stderr.strip()[:300]}")
+        raise DeployError(folder / "run.c", f"{spec.compiler} failed: {done.stderr.strip()[:300]}")
     stamp.write_text(fingerprint)
     return binary
 
 
 def program_env(name):
-    return {**os.environ, **SANITIZER_ENV, **BUILDS[name][3]} if name in BUILDS else dict(os.environ)
+    return {**os.environ, **SANITIZER_ENV, **BUILDS[name].env}
 
 
 def lay_out(case, folder):
@@ -481,7 +494,7 @@ def shrink(case, still_fails):
 
 
 def fuzz(builds, cases, seed=1, save=None, progress=None, build_dir=None, template=None):
-    """Run `cases` fuzzed cases against each build ("x86_64", "i686", "python"); {build: {verdict: count}} and the
+    """Run `cases` fuzzed cases against each build (a name of BUILDS, or "python"); {build: {verdict: count}} and the
     failures [(build, index, Case, Outcome)]. With `save`, the first case of each kind of failure is kept there."""
     counts, failures, kept = {}, [], set()
     with tempfile.TemporaryDirectory(prefix="fuzz-") as work:
@@ -531,7 +544,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m deploy.fuzz", description=__doc__.splitlines()[0])
     parser.add_argument("--cases", type=int, default=2000, help="cases per build")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--builds", default="x86_64,i686,python")
+    parser.add_argument("--builds", default=",".join([*BUILDS, "python"]))
     parser.add_argument("--save", help="folder to keep failing cases in (tests/fuzz_regressions)")
     parser.add_argument("--template", help="render this run.c.j2 instead of ports/run.c.j2")
     options = parser.parse_args(argv)

@@ -26,8 +26,8 @@ def sanitized(build_dir):
     built = {}
 
     def command(name):
-        if shutil.which(fuzz.BUILDS[name][1]) is None:
-            pytest.skip(f"{fuzz.BUILDS[name][1]} not installed (scripts/setup installs it)")
+        if shutil.which(fuzz.BUILDS[name].compiler) is None:
+            pytest.skip(f"{fuzz.BUILDS[name].compiler} not installed (scripts/setup installs it)")
         if name not in built:
             built[name] = [str(fuzz.build_sanitized(name, build_dir))]
         return built[name]
@@ -40,7 +40,7 @@ def test_regression_cases_are_kept():
 
 
 @pytest.mark.parametrize("name, case", PROGRAM_CASES, ids=[name for name, _ in PROGRAM_CASES])
-@pytest.mark.parametrize("build_name", ["x86_64", "i686"])
+@pytest.mark.parametrize("build_name", list(fuzz.BUILDS))
 def test_program_regression(sanitized, build_name, name, case, tmp_path):
     outcome = fuzz.run_case(sanitized(build_name), case, tmp_path, fuzz.program_env(build_name))
     assert not outcome.failed, f"{case.note}: {outcome}"
@@ -59,7 +59,7 @@ def test_reader_regression(name, case, xfail, tmp_path, request):
 
 
 def test_seeded_fuzz_run(sanitized, build_dir):
-    builds = [name for name in fuzz.BUILDS if shutil.which(fuzz.BUILDS[name][1])]
+    builds = [name for name, spec in fuzz.BUILDS.items() if shutil.which(spec.compiler)]
     for name in builds:
         sanitized(name)
     counts, failures = fuzz.fuzz([*builds, "python"], 400, seed=20261122, build_dir=build_dir)
