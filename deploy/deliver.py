@@ -14,6 +14,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from deploy import processes
 from deploy.errors import DeployError
 from deploy.manifest import sha256_file
 from deploy.runner import prepare_emulator, run_env
@@ -56,10 +57,45 @@ def describe(host, profile, plan):
     return [f"{how} into the emulated host's folder, run under {' '.join(profile.emulator) or 'this machine'}"]
 
 
-def run_line(host, profile, plan, args):
+def run_line(profile, args):
+    """The program's command line on the host, as a list."""
     files = profile["files"]
     program = files["program"] if profile["os"] == "windows98" else f"./{files['program']}"
     return [program, files["model"], "-z", files["tokenizer"], *args]
+
+
+def command_line(profile, args):
+    """The line to type on the host: quoted for COMMAND.COM on Windows 98, for a POSIX shell elsewhere."""
+    words = run_line(profile, args)
+    return windows_join(words) if profile["os"] == "windows98" else shlex.join(words)
+
+
+def windows_join(words):
+    """Join words the way the C runtime's argument parser splits them (and COMMAND.COM leaves them alone): a word
+    with a blank, a quote, a redirection or pipe character, or nothing, goes in double quotes, with its own double
+    quotes (and the backslashes before them) escaped."""
+    def quote(word):
+        if word and not any(ch in word for ch in ' \t"<>|&'):
+            return word
+        escaped, backslashes = [], 0
+        for ch in word:
+            if ch == "\\":
+                backslashes += 1
+                continue
+            if ch == '"':
+                escaped.append("\\" * (2 * backslashes + 1) + '"')
+            else:
+                escaped.append("\\" * backslashes + ch)
+            backslashes = 0
+        escaped.append("\\" * (2 * backslashes))
+        return '"' + "".join(escaped) + '"'
+
+    return " ".join(quote(word) for word in words)
+
+
+def can_run(host):
+    """Whether we can start the program on the host ourselves (otherwise a person types the line there)."""
+    return host.connection in ("emulator", "sftp", "adb")
 
 
 def deliver(host, profile, plan, stage, options, say):
@@ -70,7 +106,7 @@ def deliver(host, profile, plan, stage, options, say):
 
 def _manual(host, profile, plan, stage, options, say):
     say(f"copy every file of {stage.directory} to the machine (binary mode) and run: "
-        + " ".join(run_line(host, profile, plan, options.run_args)))
+        + command_line(profile, options.run_args))
 
 
 def _to_emulator(host, profile, plan, stage, options, say):
@@ -189,27 +225,31 @@ def _adb(host, profile, plan, stage, options, say):
     say(f"pushed {len(stage.files)} files to {remote_dir(host)}")
 
 
-def run(host, profile, plan, stage, options):
-    """Run the delivered program on the host; returns a CompletedProcess with text stdout and stderr."""
-    args = run_line(host, profile, plan, options.run_args)
+def run(host, profile, plan, stage, options, echo=None):
+    """Run the delivered program on the host; returns a CompletedProcess with text stdout and stderr.
+    `echo(data, is_stderr)` sees the output as it comes (for `invoke run --host`)."""
+    args = run_line(profile, options.run_args)
     if host.connection == "emulator":
         disk = machine_dir(host, stage)
         prepare_emulator(plan)
         command = [*profile.emulator, str(disk / profile["files"]["program"]), *args[1:]]
-        done = subprocess.run(command, cwd=disk, env=run_env(plan), capture_output=True, timeout=3600)
+        if echo is None:
+            done = processes.run(command, cwd=disk, env=run_env(plan), timeout=3600)
+        else:
+            done = processes.run_echoing(command, echo, cwd=disk, env=run_env(plan))
         return subprocess.CompletedProcess(command, done.returncode, _text(done.stdout), _text(done.stderr))
     if host.connection == "sftp":
         with _ssh_session(host) as session:
-            status, out, err = session.run(f"cd {shlex.quote(remote_dir(host))} && " + shlex.join(args))
+            status, out, err = session.run(f"cd {shlex.quote(remote_dir(host))} && " + shlex.join(args), echo=echo)
         return subprocess.CompletedProcess(args, status, out, err)
     if host.connection == "adb":
         from deploy.adb import Adb
 
-        out = Adb((host.get("adb") or {}).get("serial")).shell(
-            f"cd {remote_dir(host)} && " + shlex.join(args) + " 2>&1")
-        return subprocess.CompletedProcess(args, 0, out, out)
-    raise DeployError(host.name, f"cannot run the program over {host.connection}: run it on the machine: "
-                                 + " ".join(args))
+        status, out, err = Adb((host.get("adb") or {}).get("serial")).run(
+            f"cd {shlex.quote(remote_dir(host))} && " + shlex.join(args), echo=echo)
+        return subprocess.CompletedProcess(args, status, out, err)
+    raise DeployError(host.name, f"cannot run the program over {host.connection}: on the machine, type: "
+                                 + command_line(profile, options.run_args))
 
 
 def _text(data):

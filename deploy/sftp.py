@@ -278,8 +278,9 @@ class Session:
                 raise DeployError(self.where, f"the SFTP subsystem is not available: {_reason(error)}") from None
         return self._sftp
 
-    def run(self, command, timeout=None):
-        """Run `command` in the remote login shell; (exit status, stdout, stderr) as text. -1: no status was sent."""
+    def run(self, command, timeout=None, echo=None):
+        """Run `command` in the remote login shell; (exit status, stdout, stderr) as text. -1: no status was sent.
+        `echo(data, is_stderr)` sees the output as it comes."""
         try:
             channel = self.transport.open_session(timeout=self.timeout)
             channel.exec_command(command)
@@ -294,10 +295,10 @@ class Session:
                 busy = False
                 if channel.recv_ready():
                     out.append(channel.recv(CHUNK))
-                    busy = True
+                    busy = echo is None or echo(out[-1], False) or True
                 if channel.recv_stderr_ready():
                     err.append(channel.recv_stderr(CHUNK))
-                    busy = True
+                    busy = echo is None or echo(err[-1], True) or True
                 if busy:
                     continue
                 if channel.closed or (channel.eof_received and channel.exit_status_ready()):
