@@ -26,5 +26,10 @@ def main_guard(function, *args, **kwargs):
     except DeployError as error:
         report_error(error)
         sys.exit(1)
+    except OSError as error:  # a file or network peer the user named: its name and the system's reason say it all
+        if error.filename is None:
+            raise
+        report_error(f"{error.filename}: {error.strerror or error}")
+        sys.exit(1)
     except KeyboardInterrupt:
         exit_interrupted(lambda message: errors.print(f"[bold yellow]{message}[/]"))

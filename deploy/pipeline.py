@@ -7,7 +7,7 @@ what it would do. Several hosts deploy in parallel; each ends in one HostResult 
 import dataclasses
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 
 from deploy.build import build
 from deploy.checkpoint import read_header
@@ -257,6 +257,13 @@ def deploy_hosts(hosts, options, console, parallel=4):
 
         todo = [item for item in ready if item.plan.out_dir in builds]
         if todo:
-            with ThreadPoolExecutor(max_workers=max(1, min(parallel, len(todo)))) as pool:
-                list(pool.map(go, todo))
+            pool = ThreadPoolExecutor(max_workers=max(1, min(parallel, len(todo))))
+            try:
+                pending = [pool.submit(go, item) for item in todo]
+                # Wait in short steps: Ctrl-C may be delivered to a worker thread, and the main thread only notices
+                # it between waits.
+                while pending:
+                    _, pending = wait(pending, timeout=0.2)
+            finally:
+                pool.shutdown(wait=False, cancel_futures=True)  # on Ctrl-C, the caller stops the workers' children
     return [item.result if isinstance(item, Prepared) else item for item in prepared]
