@@ -16,8 +16,9 @@ from deploy import args as check
 from deploy.console import console, main_guard
 
 
-def task(help):
-    """invoke's @task with long options only, each option's default in its help, and the whole body guarded."""
+def task(help, positional=()):
+    """invoke's @task with long options only, each option's default in its help, and the whole body guarded;
+    `positional` options may also be given by place (`invoke hosts.trust rpi4`)."""
     def decorate(function):
         texts = dict(help)
         for name, parameter in inspect.signature(function).parameters.items():
@@ -30,7 +31,7 @@ def task(help):
 
         guarded.__signature__ = inspect.signature(function)
         guarded.__name__, guarded.__doc__ = function.__name__, function.__doc__
-        return invoke.task(guarded, help=texts, auto_shortflags=False)
+        return invoke.task(guarded, help=texts, auto_shortflags=False, positional=list(positional))
 
     return decorate
 
@@ -317,7 +318,7 @@ def _inventory_default(hosts, key, required=True):
 
 @task(help={"host": "an ftp-serve host whose stage an earlier deploy left", "bind": "ADDR:PORT to listen on "
             "(default: the host's link address and FTP port)", "stay": "keep serving until Ctrl-C",
-            "inventory": "inventory file (default inventory.yaml)"})
+            "inventory": "inventory file (default inventory.yaml)"}, positional=["host"])
 def serve(c, host=None, bind=None, stay=False, inventory=None):
     """Serve an existing stage with the built-in FTP server (for the old machine to pull)."""
     from deploy.serve import serve_stage
@@ -328,7 +329,7 @@ def serve(c, host=None, bind=None, stay=False, inventory=None):
 
 @task(help={"host": "inventory host to trust",
             "fingerprint": "the SHA256:... (or MD5:...) fingerprint read on the machine itself, to compare",
-            "inventory": "inventory file (default inventory.yaml)"})
+            "inventory": "inventory file (default inventory.yaml)"}, positional=["host"])
 def trust(c, host=None, fingerprint=None, inventory=None):
     """Show a host's SSH key fingerprint and record it in the project's known_hosts."""
     from deploy.sftp import trust_inventory_host
@@ -414,7 +415,7 @@ def clean(c, results=False):
         console.print(f"removed {path} ({size / 2**20:,.1f} MB)")
 
 
-@task(help={"name": "catalog name (see models.list)"})
+@task(help={"name": "catalog name (see models.list)"}, positional=["name"])
 def fetch(c, name=None):
     """Download a catalog model and its tokenizer, with progress, resume and a size check."""
     from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn

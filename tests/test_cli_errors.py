@@ -83,7 +83,7 @@ CASES = [
     (["deploy", "--limit", "emulated", "--timeout", "soon"], "not a number"),
     (["deploy", "--limit", "emulated", "--model", MISSING], "model.bin"),
     (["deploy", "--inventory", "{dir}"], "{dir}"),
-    (["serve"], "--host is required"),
+    (["serve"], "host"),
     (["serve", "--host", "nope"], "no host or group 'nope'"),
     (["serve", "--host", "rpi4"], "ftp-serve"),
     (["serve", "--host", "win98", "--inventory", MISSING], "not found"),
