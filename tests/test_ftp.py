@@ -17,7 +17,7 @@ from pyftpdlib.ioloop import IOLoop
 from pyftpdlib.servers import FTPServer
 
 from deploy.errors import DeployError
-from deploy.ftppush import push_files, temp_name
+from deploy.ftppush import push_files, sidecar_name, temp_name
 from deploy.ftpserve import (BATCH, SCRIPT, StageServer, check_link_address, client_command, typed_session,
                              write_fetch_scripts)
 
@@ -269,10 +269,13 @@ def test_link_address():
 class Target:
     """A writable FTP server on loopback that can drop the connection once a transfer has received `cut_after` bytes."""
 
-    def __init__(self, root, perm="elradfmw", size_command=True):
+    def __init__(self, root, perm="elradfmw", size_command=True, offer_hash=False):
         self.root = root
         self.cuts = 0
         self.cut_after = None
+        self.offer_hash = offer_hash  # the HASH command of draft-bryan-ftpext-hash, SHA-256 only
+        self.hashed = []      # names hashed by HASH
+        self.read_back = []   # names downloaded (RETR)
         self.stored = []      # names written by STOR/APPE
         self.renamed = []     # (from, to, size of the file when renamed)
         target = self
@@ -290,9 +293,28 @@ class Target:
             dtp_handler = CuttingDTP
             auth_failed_timeout = 0
 
+            proto_cmds = {**FTPHandler.proto_cmds,
+                          "HASH": dict(perm="r", auth=True, arg=True, help="Syntax: HASH <SP> file-name")}
+
             def log_transfer(self, cmd, filename, receive, completed, elapsed, bytes):
-                if receive:
-                    target.stored.append(os.path.basename(filename))
+                (target.stored if receive else target.read_back).append(os.path.basename(filename))
+
+            def ftp_FEAT(self, line):
+                self._extra_feats = ["HASH SHA-256*"] if target.offer_hash else []
+                return super().ftp_FEAT(line)
+
+            def ftp_OPTS(self, line):
+                if target.offer_hash and line.upper() == "HASH SHA-256":
+                    return self.respond("200 SHA-256")
+                return super().ftp_OPTS(line)
+
+            def ftp_HASH(self, path):
+                if not target.offer_hash:
+                    return self.respond("502 Command not implemented.")
+                target.hashed.append(os.path.basename(path))
+                size = os.path.getsize(path)
+                self.respond(f"213 SHA-256 0-{size} {hashlib.sha256(open(path, 'rb').read()).hexdigest()} "
+                             f"{os.path.basename(path)}")
 
             def ftp_RNTO(self, path):
                 target.renamed.append((os.path.basename(self._rnfr), os.path.basename(path),
@@ -338,8 +360,10 @@ def push(target, files, **options):
 
 
 def test_temp_names_are_8_3():
-    assert [temp_name(n) for n in ("MODEL.BIN", "TOKENIZR.BIN", "RUN.EXE", "README", "model.q8.bin")] == [
-        "~MODEL.BIN", "~TOKENIZ.BIN", "~RUN.EXE", "~README", "~model.q8.bin"]
+    names = ("MODEL.BIN", "TOKENIZR.BIN", "RUN.EXE", "README", "model.q8.bin")
+    assert [temp_name(n) for n in names] == ["~MODEL.BIN", "~TOKENIZ.BIN", "~RUN.EXE", "~README", "~model.q8.bin"]
+    assert [sidecar_name(n) for n in names] == ["~MODEL.~BI", "~TOKENIZ.~BI", "~RUN.~EX", "~README.~",
+                                                "~model.q8.bin.src"]
 
 
 def test_push_renames_complete_files_and_skips_same_size(target, stage):
@@ -350,11 +374,16 @@ def test_push_renames_complete_files_and_skips_same_size(target, stage):
         assert sha256(target.root / name) == sha256(stage / name)
         assert progress[name] == ((stage / name).stat().st_size,) * 2
     assert sorted(p.name for p in target.root.iterdir()) == sorted(NAMES)
-    assert set(target.stored) == {temp_name(n) for n in NAMES}
-    assert [r.skipped for r in results] == [False] * 3
+    # Each file went up under its temporary name after its sidecar, and was read back before the rename.
+    assert target.stored == [n for name in NAMES for n in (sidecar_name(name), temp_name(name))]
+    assert target.read_back == [temp_name(n) for n in NAMES]
+    assert [(r.skipped, r.verified_by) for r in results] == [(False, "reading it back")] * 3
 
     again = push(target, files, skip_existing=True)
     assert [(r.skipped, r.bytes) for r in again] == [(True, 0)] * 3
+    (target.root / "TOK.BIN").write_bytes(b"x" * (stage / "TOK.BIN").stat().st_size)  # same size, other bytes
+    assert [r.skipped for r in push(target, files, skip_existing=True)] == [True, True, False]
+    assert sha256(target.root / "TOK.BIN") == sha256(stage / "TOK.BIN")
     replaced = push(target, files[:1])  # an existing final name is replaced
     assert replaced[0].bytes == (stage / "RUN.EXE").stat().st_size
 
@@ -369,13 +398,14 @@ def test_push_cut_midway_leaves_only_the_temporary_name_then_resumes(target, sta
     assert not (target.root / "MODEL.BIN").exists()
     assert 1 << 20 <= partial.stat().st_size < size
     assert partial.read_bytes() == model.read_bytes()[:partial.stat().st_size]
+    assert (target.root / "~MODEL.~BI").read_text().split() == [sha256(model), str(size)]
 
     kept = partial.stat().st_size
     [result] = push(target, [model])
     assert result.resumed_from == kept
     assert result.bytes == size - result.resumed_from
     assert sha256(target.root / "MODEL.BIN") == sha256(model)
-    assert not partial.exists()
+    assert sorted(p.name for p in target.root.iterdir()) == ["MODEL.BIN"]  # no temporary file nor sidecar left
     assert target.renamed == [("~MODEL.BIN", "MODEL.BIN", size)]
     assert "MODEL.BIN" not in target.stored
 
@@ -419,9 +449,64 @@ def test_push_errors_are_one_line(tmp_path, stage):
     try:
         with pytest.raises(DeployError, match=rf"^127\.0\.0\.1:{running.address[1]}: login as old failed: 530"):
             push_files(*running.address, [stage / "TOK.BIN"], user="old", password="wrong", timeout=5)
-        with pytest.raises(DeployError, match=r"~TOK\.BIN: upload refused: 550") as refused:
+        with pytest.raises(DeployError, match=r"~TOK\.~BI: upload refused: 550") as refused:
             push(running, [stage / "TOK.BIN"])
         assert "\n" not in str(refused.value)
     finally:
         running.stop()
     assert list(root.iterdir()) == []
+
+
+def test_push_never_resumes_onto_a_partial_of_another_file(target, tmp_path):
+    """Model A cut mid-way, then model B of the same name: the old push appended B's rest to A's prefix."""
+    model_a, model_b = tmp_path / "a" / "MODEL.BIN", tmp_path / "b" / "MODEL.BIN"
+    for path, seed in ((model_a, 11), (model_b, 12)):
+        path.parent.mkdir()
+        path.write_bytes(lf_rich(8 << 20, seed))
+    target.cut_after, target.cuts = 1 << 20, 1
+    with pytest.raises(DeployError, match="connection lost"):
+        push(target, [model_a], retries=0)
+    assert (target.root / "~MODEL.BIN").stat().st_size >= 1 << 20
+    [result] = push(target, [model_b])
+    assert result.resumed_from == 0
+    assert sha256(target.root / "MODEL.BIN") == sha256(model_b)
+
+
+def test_push_without_sidecar_starts_afresh(target, stage):
+    """A temporary file that is a true prefix but has no sidecar (left by an older version, or by hand) proves
+    nothing: it is sent again whole."""
+    model = stage / "MODEL.BIN"
+    (target.root / "~MODEL.BIN").write_bytes(model.read_bytes()[:1 << 20])
+    [result] = push(target, [model])
+    assert (result.resumed_from, result.bytes) == (0, model.stat().st_size)
+    assert sha256(target.root / "MODEL.BIN") == sha256(model)
+
+
+def test_push_checks_against_the_manifest_and_never_renames_a_wrong_file(target, stage, tmp_path):
+    """The staged file changed after staging (or the line corrupted it): what arrives differs from the manifest's
+    sha256, so the final name keeps the old file and nothing temporary is left."""
+    from deploy.stage import StagedFile
+
+    model = stage / "MODEL.BIN"
+    (target.root / "MODEL.BIN").write_bytes(b"the model that works")
+    claimed = StagedFile("MODEL.BIN", model, model.stat().st_size, "0" * 64)
+    with pytest.raises(DeployError) as error:
+        push(target, [claimed])
+    text = str(error.value)
+    assert f"127.0.0.1:{target.address[1]}/~MODEL.BIN: arrived corrupted: sha256 {sha256(model)}" in text
+    assert "stage manifest says " + "0" * 64 in text and "\n" not in text
+    assert sorted(p.name for p in target.root.iterdir()) == ["MODEL.BIN"]
+    assert (target.root / "MODEL.BIN").read_bytes() == b"the model that works"
+
+
+def test_push_uses_the_servers_hash_command_when_offered(tmp_path, stage):
+    root = tmp_path / "hashing"
+    root.mkdir()
+    running = Target(root, offer_hash=True)
+    try:
+        results = push(running, [stage / name for name in NAMES])
+    finally:
+        running.stop()
+    assert [r.verified_by for r in results] == ["the server's HASH SHA-256"] * 3
+    assert running.hashed == [temp_name(n) for n in NAMES] and running.read_back == []
+    assert all(sha256(root / name) == sha256(stage / name) for name in NAMES)
