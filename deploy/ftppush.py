@@ -221,20 +221,16 @@ def _resume_offset(session, expected):
 
 
 def _push_one(session, expected, skip_existing, on_progress):
-    name, size = expected.name, expected.size
+    name = expected.name
     started = time.monotonic()
     final = session.size(name)
-    if skip_existing and final == size and session.sha256(name)[0] == expected.sha256:
+    if skip_existing and final == expected.size and session.sha256(name)[0] == expected.sha256:
         return Pushed(name, 0, 0.0, skipped=True)
     offset = _resume_offset(session, expected)
     sent = _upload(session, expected.path, name, offset, on_progress)
-    where = f"{session.where}/{temp_name(name)}"
-    arrived = session.size(temp_name(name))
-    if arrived != size:
-        raise DeployError(where, f"arrived as {arrived} bytes, expected {size}")
-    digest, read, how = session.sha256(temp_name(name))
+    digest, arrived, how = session.sha256(temp_name(name))
     try:
-        check(where, expected, read, digest, how)
+        check(f"{session.where}/{temp_name(name)}", expected, arrived, digest, how)
     except DeployError:
         session.remove(temp_name(name))
         session.remove(sidecar_name(name))

@@ -34,7 +34,8 @@ def lying(stage, name):
 def test_emulated_host_gets_nothing_that_differs_from_the_manifest(tmp_path, files, how):
     if how == "ftp" and not any(shutil.which(c) for c in deliver.FTP_CLIENTS):
         pytest.skip("needs a command-line FTP client (inetutils-ftp)")
-    host = Host("box", (), {"target": "win98-p2", "connection": "emulator", **({"fetch": "ftp"} if how == "ftp" else {})})
+    host = Host("box", (), {"target": "win98-p2", "connection": "emulator",
+                            **({"fetch": "ftp"} if how == "ftp" else {})})
     profile = load_profile("win98-p2")
     stage = stage_files("box", files, tmp_path / "stage")
     options = Options("m", "t")

@@ -333,7 +333,8 @@ def test_a_partial_not_proven_to_be_of_this_file_is_not_continued(tmp_path, trus
     """A true prefix without a sidecar, or a partial of another file (model A cut, then model B): sent afresh."""
     target = tmp_path / "model.bin"
     other = random.Random(8).randbytes(SIZE)
-    (tmp_path / "model.bin.part").write_bytes((other if sidecar == "another file" else payload.read_bytes())[:SIZE // 3])
+    partial = other if sidecar == "another file" else payload.read_bytes()
+    (tmp_path / "model.bin.part").write_bytes(partial[:SIZE // 3])
     if sidecar == "another file":
         (tmp_path / "model.bin.part.src").write_text(f"{hashlib.sha256(other).hexdigest()} {SIZE}\n")
     elif sidecar:
