@@ -18,6 +18,7 @@ from deploy import processes
 from deploy.errors import DeployError
 from deploy.manifest import sha256_file
 from deploy.runner import prepare_emulator, run_env
+from deploy.verify import check_file
 
 FTP_CLIENTS = ["inetutils-ftp", "tnftp", "ftp"]  # Debian clients that take commands on stdin, like ftp.exe
 
@@ -40,11 +41,12 @@ def describe(host, profile, plan):
                 f"write FETCH.TXT and GET.BAT, and wait until {host.get('address')} has fetched every file"]
     if connection == "ftp-push":
         return [f"upload by FTP to {host.get('address')}:{(host.get('ftp') or {}).get('port', 21)} "
-                f"{remote_dir(host)}, each file under a temporary name, size-checked, then renamed"]
+                f"{remote_dir(host)}, each file under a temporary name, its size and sha256 checked against the "
+                f"manifest (HASH, or read back), then renamed"]
     if connection == "sftp":
         ssh = host.get("ssh") or {}
         lines = [f"upload over SFTP to {ssh.get('user')}@{host.get('address')}:{host.get('port', 22)}"
-                 f":{remote_dir(host)}, hash-checked, then renamed"]
+                 f":{remote_dir(host)}, its size and sha256 checked against the manifest, then renamed"]
         if plan.is_bundle:
             lines.append("build there: " + " ".join(plan.compile_command()))
         return lines
@@ -116,35 +118,37 @@ def _to_emulator(host, profile, plan, stage, options, say):
     if not pending:
         say(f"unchanged: {disk} already holds every file")
         return
+    incoming = disk / ".incoming"  # beside the final names, on the same file system, so the rename is atomic
+    shutil.rmtree(incoming, ignore_errors=True)
+    incoming.mkdir()
     if host.get("fetch") == "ftp" and profile["os"] == "windows98":
-        _fetch_like_windows98(host, stage, disk, pending, say)
+        _fetch_like_windows98(host, stage, incoming, say)
     else:
         for item in pending:
-            shutil.copyfile(item.path, disk / f".{item.name}.part")
-            os.replace(disk / f".{item.name}.part", disk / item.name)
+            shutil.copyfile(item.path, incoming / item.name)
         say(f"copied {len(pending)} files to {disk}")
-    for item in stage.files:
-        if sha256_file(disk / item.name) != item.sha256:
-            raise DeployError(disk / item.name, "differs from the staged file after delivery")
+    for item in pending:
+        check_file(disk / item.name, incoming / item.name, item)
+    for item in pending:
         if item.name == profile["files"]["program"]:
-            (disk / item.name).chmod(0o755)
+            (incoming / item.name).chmod(0o755)
+        os.replace(incoming / item.name, disk / item.name)
+    shutil.rmtree(incoming, ignore_errors=True)
 
 
-def _fetch_like_windows98(host, stage, disk, pending, say):
-    """Serve the stage on loopback and let a real command-line FTP client follow FETCH.TXT, in active mode (the
-    clients listed default to it, as Windows 98's ftp.exe does)."""
-    from deploy.ftpserve import StageServer, write_fetch_scripts
+def _fetch_like_windows98(host, stage, folder, say):
+    """Serve the stage on loopback and let a real command-line FTP client follow FETCH.TXT into `folder`, in active
+    mode (the clients listed default to it, as Windows 98's ftp.exe does)."""
+    from deploy.ftpserve import StageServer
 
     client = next((shutil.which(name) for name in FTP_CLIENTS if shutil.which(name)), None)
     if client is None:
         raise DeployError(host.name, f"no command-line FTP client; install one with: apt-get install {FTP_CLIENTS[0]}")
-    names = [item.name for item in stage.files]
-    with StageServer(stage.directory, names, bind=("127.0.0.1", 0)) as server:
-        fetch = write_fetch_scripts(stage.directory, names, server.address)[0]
-        say(f"serving {len(names)} files on {server.address[0]}:{server.address[1]}; {Path(client).name} follows "
-            f"{fetch.name}")
-        script = fetch.read_bytes().decode("ascii").replace("\r\n", "\n")
-        done = subprocess.run([client, "-n"], input=script, text=True, capture_output=True, cwd=disk, timeout=600)
+    with StageServer(stage.directory, stage.names(), bind=("127.0.0.1", 0)) as server:
+        say(f"serving {len(stage.files)} files on {server.address[0]}:{server.address[1]}; {Path(client).name} "
+            f"follows {server.fetch_script.name}")
+        script = server.fetch_script.read_bytes().decode("ascii").replace("\r\n", "\n")
+        done = subprocess.run([client, "-n"], input=script, text=True, capture_output=True, cwd=folder, timeout=600)
         if done.returncode != 0:
             raise DeployError(host.name, f"{Path(client).name} failed: {done.stderr.strip()[:200]}")
         summary = server.wait_complete(timeout=60)
@@ -153,21 +157,17 @@ def _fetch_like_windows98(host, stage, disk, pending, say):
 
 
 def _ftp_serve(host, profile, plan, stage, options, say):
-    from deploy.ftpserve import RichProgress, StageServer, check_link_address, client_command, typed_session, \
-        write_fetch_scripts
+    from deploy.ftpserve import RichProgress, StageServer, check_link_address, client_command, typed_session
 
     link, ftp = host.get("link") or {}, host.get("ftp") or {}
-    our_address = (link["address"], ftp.get("port", 21))
     check_link_address(link["address"], link.get("netmask"), link.get("interface"))
-    names = [item.name for item in stage.files]
-    write_fetch_scripts(stage.directory, names, our_address, user=ftp.get("user"))
-    say(f"first time on {host.name} ({host.get('address')}), type: " + " / ".join(
-        typed_session(our_address, names, ftp.get("user"))))
-    say(f"afterwards: GET (or {client_command(our_address)})")
     with RichProgress({item.name: item.size for item in stage.files}) as progress:
-        server = StageServer(stage.directory, names, bind=our_address, user=ftp.get("user"),
-                             password_env=ftp.get("password_env"), stay=options.stay, on_progress=progress)
-        server.start()
+        server = StageServer(stage.directory, stage.names(), bind=(link["address"], ftp.get("port", 21)),
+                             user=ftp.get("user"), password_env=ftp.get("password_env"), stay=options.stay,
+                             on_progress=progress)
+        say(f"first time on {host.name} ({host.get('address')}), type: " + " / ".join(
+            typed_session(server.address, stage.names(), ftp.get("user"))))
+        say(f"afterwards: GET (or {client_command(server.address)})")
         summary = server.serve_until_complete(options.timeout)
     for record in summary:
         say(f"sent {record.file}: {record.bytes:,} bytes in {record.seconds:.1f} s to {record.client}")
@@ -177,10 +177,16 @@ def _ftp_push(host, profile, plan, stage, options, say):
     from deploy.ftppush import push_files
 
     ftp = host.get("ftp") or {}
-    password = os.environ.get(ftp["password_env"]) if ftp.get("password_env") else None
-    push_files(host["address"], ftp.get("port", 21), [item.path for item in stage.files], remote_dir=host.get("path"),
-               user=ftp.get("user", "anonymous"), password=password)
-    say(f"pushed {len(stage.files)} files to {host['address']}")
+    password = None
+    if ftp.get("password_env"):
+        password = os.environ.get(ftp["password_env"])
+        if not password:
+            raise DeployError(host.name, f"${ftp['password_env']} is not set: it must hold the FTP password for "
+                                         f"{ftp.get('user', 'anonymous')} on {host['address']} (its ftp: password_env)")
+    pushed = push_files(host["address"], ftp.get("port", 21), stage.files, remote_dir=host.get("path"),
+                        user=ftp.get("user", "anonymous"), password=password)
+    for record in pushed:
+        say(f"{record.file}: {record.bytes:,} bytes sent, sha256 checked by {record.verified_by}")
 
 
 def _ssh_session(host):
@@ -200,8 +206,8 @@ def _sftp(host, profile, plan, stage, options, say):
     with _ssh_session(host) as session:
         _remote(session, host, f"mkdir -p {shlex.quote(folder)}")
         for item in stage.files:
-            record = session.upload(item.path, f"{folder}/{item.name}")
-            say(f"{item.name}: {item.size:,} bytes, checked by {record.verified_by}")
+            record = session.upload(item.path, f"{folder}/{item.name}", expected=item)
+            say(f"{item.name}: {item.size:,} bytes, sha256 checked by {record.verified_by}")
         if plan.is_bundle:
             _remote(session, host, f"cd {shlex.quote(folder)} && " + " ".join(plan.compile_command()))
             say("built on the host: " + " ".join(plan.compile_command()))
