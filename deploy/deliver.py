@@ -148,7 +148,7 @@ def _fetch_like_windows98(host, stage, folder, say):
         say(f"serving {len(stage.files)} files on {server.address[0]}:{server.address[1]}; {Path(client).name} "
             f"follows {server.fetch_script.name}")
         script = server.fetch_script.read_bytes().decode("ascii").replace("\r\n", "\n")
-        done = subprocess.run([client, "-n"], input=script, text=True, capture_output=True, cwd=folder, timeout=600)
+        done = processes.run([client, "-n"], input=script, text=True, cwd=folder, timeout=600)
         if done.returncode != 0:
             raise DeployError(host.name, f"{Path(client).name} failed: {done.stderr.strip()[:200]}")
         summary = server.wait_complete(timeout=60)
