@@ -5,8 +5,8 @@ import struct
 from pathlib import Path
 
 from deploy.atomic import atomic_writer
-from deploy.checkpoint import ENDIAN
-from deploy.errors import DeployError
+from deploy.checkpoint import ENDIAN, check_byteorder
+from deploy.errors import DeployError, file_error
 
 BOS, EOS = 1, 2
 BYTE_TOKEN_OFFSET = 3  # <0x00> is token 3
@@ -99,7 +99,7 @@ def read_tokenizer(path, vocab_size=None, byteorder="little"):
     try:
         data = path.read_bytes()
     except OSError as error:
-        raise DeployError(path, error.strerror or str(error)) from None
+        raise file_error(path, error) from None
     if len(data) < 4:
         raise DeployError(path, f"too short for a tokenizer ({len(data)} bytes)")
     max_length = struct.unpack_from(mark + "I", data, 0)[0]
@@ -126,7 +126,7 @@ def read_tokenizer(path, vocab_size=None, byteorder="little"):
 
 
 def write_tokenizer(tokenizer, path, byteorder="little"):
-    mark = ENDIAN[byteorder]
+    mark = ENDIAN[check_byteorder(byteorder, path)]
     with atomic_writer(path) as out:
         out.write(struct.pack(mark + "I", tokenizer.max_token_length))
         for piece, score in zip(tokenizer.pieces, tokenizer.scores):
