@@ -101,8 +101,8 @@ SCHEMA = {
     "emulator_env": MapOf(Text(empty=True)),
     "emulator_init": [str],
     "transport": ["local", "ftp-serve", "ftp-push", "sftp", "adb", "manual"],
-    "published": [{"model": Required(str), "tok_s": Required(OrNone(Number((int, float), above=0))), "source": Required(str),
-                   "note": str}],
+    "published": [{"model": Required(str), "tok_s": Required(OrNone(Number((int, float), above=0))),
+                   "source": Required(str), "note": str}],
 }
 
 
@@ -231,8 +231,7 @@ def check(value, schema, path, key=""):
             check(child, str, path, f"{_join(key, str(child))} (the key)")
             check(child_value, schema.value, path, _join(key, child))
     elif isinstance(schema, list):
-        if isinstance(value, (dict, list)) or value not in schema or isinstance(value, bool) != any(
-                isinstance(allowed, bool) for allowed in schema):
+        if isinstance(value, (dict, list, bool)) or value not in schema:
             raise DeployError(path, f"'{where}' is {value!r}; allowed: {', '.join(str(v) for v in schema)}")
     elif not _fits(value, schema):
         raise DeployError(path, f"'{where}' is {value!r}, expected {_describe(schema)}")

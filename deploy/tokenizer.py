@@ -108,6 +108,9 @@ def read_tokenizer(path, vocab_size=None, byteorder="little"):
     pieces, scores, offset = [], [], 4
     while offset < len(data):
         index = len(pieces)
+        if index == vocab_size:  # stop here: a hostile file's millions of empty entries cost no memory
+            raise DeployError(path, f"has more tokens than the model's vocabulary of {vocab_size} ({len(data) - offset} "
+                                    f"bytes follow entry {index - 1})")
         if offset + 8 > len(data):
             raise DeployError(path, f"entry {index} at byte {offset} is cut short")
         score, length = struct.unpack_from(mark + "fi", data, offset)

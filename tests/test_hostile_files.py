@@ -74,6 +74,23 @@ def test_huge_header_through_the_inspect_task(tmp_path):
     assert "Traceback" not in done.stderr
 
 
+def test_a_tokenizer_of_millions_of_empty_entries(tmp_path):
+    path = tmp_path / "tok.bin"
+    path.write_bytes(struct.pack("<I", 8) + struct.pack("<fi", 0.0, 0) * 4_000_000)
+    done = limited(f"from deploy.tokenizer import read_tokenizer\nread_tokenizer({str(path)!r}, 512)")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == f"{path}: has more tokens than the model's vocabulary of 512 (31995904 bytes " \
+                                  f"follow entry 511)"
+
+
+def test_a_broken_manifest(tmp_path):
+    from deploy.manifest import manifest_path, read_manifest
+
+    manifest_path(tmp_path / "m.bin").write_text("{not json")
+    with pytest.raises(DeployError, match="m.bin.manifest.json: unreadable .*; delete it and convert again"):
+        read_manifest(tmp_path / "m.bin")
+
+
 def test_v1_to_v2_with_a_huge_seq_len_builds_no_rope_table(tmp_path):
     """v2 stores no RoPE table: a seq_len of 2^31-1 (a 16 GiB table) must cost nothing."""
     config = Config(32, 48, 2, 4, 2, 300, 2**31 - 1)
