@@ -6,11 +6,12 @@ file): a key that looks like a password is refused.
 """
 
 import dataclasses
+import ipaddress
 import re
 from pathlib import Path
 
 from deploy.errors import DeployError
-from deploy.profile import ROOT, Number, Required, Text, check, known_targets, optional, read_yaml
+from deploy.profile import ROOT, Number, Required, Text, check, known_targets, load_profile, optional, read_yaml
 
 INVENTORY = ROOT / "inventory.yaml"
 CONNECTIONS = ["ftp-serve", "ftp-push", "sftp", "adb", "emulator", "manual"]
@@ -156,3 +157,16 @@ def _check_host(path, host):
         raise DeployError(path, f"host '{where}': a {host.connection} connection needs an address")
     if host.connection == "ftp-serve" and not host.get("link"):
         raise DeployError(path, f"host '{where}': ftp-serve needs link.address (our address on the link)")
+    link = host.get("link") or {}
+    try:
+        ip = ipaddress.ip_address(link.get("address", "127.0.0.1"))
+        ipaddress.ip_network(f"{ip}/{link.get('netmask', ip.max_prefixlen)}", strict=False)
+    except ValueError as error:
+        raise DeployError(path, f"'{where}.link': {error} (our address on the link, e.g. 192.168.1.1, and its "
+                                f"netmask, e.g. 255.255.255.0)") from None
+    build = (host.get("ssh") or {}).get("build")
+    if build is not None:
+        toolchains = [toolchain["name"] for toolchain in load_profile(host.target).toolchains]
+        if build not in toolchains:
+            raise DeployError(path, f"'{where}.ssh.build' is {build!r}; {host.target} has the toolchains "
+                                    f"{', '.join(toolchains)}")

@@ -209,6 +209,12 @@ def test_every_host_key_refuses_wrong_values(tmp_path, level, path, value):
     ("all:\n  hosts: {h: {connection: emulator}}\n", "missing required key 'h.target'"),
     ("all:\n  hosts: {h: {target: rpi4}}\n", "missing required key 'h.connection'"),
     ("all:\n  hosts: {h: {target: rpi4, connection: sftp}}\n", "host 'h': a sftp connection needs an address"),
+    ("all:\n  hosts: {h: {target: rpi4, connection: emulator, link: {address: ourbox}}}\n",
+     "'h.link': 'ourbox' does not appear to be an IPv4 or IPv6 address"),
+    ("all:\n  hosts: {h: {target: rpi4, connection: emulator, link: {address: 10.0.0.1, netmask: 255.0.255.0}}}\n",
+     "'h.link': '10.0.0.1/255.0.255.0' does not appear to be an IPv4 or IPv6 network"),
+    ("all:\n  hosts: {h: {target: rpi4, connection: sftp, address: a, ssh: {build: borland}}}\n",
+     "'h.ssh.build' is 'borland'; rpi4 has the toolchains aarch64-linux-gnu-gcc"),
 ])
 def test_inventory_shapes(tmp_path, text, message):
     path = tmp_path / "inventory.yaml"
