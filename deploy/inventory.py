@@ -2,7 +2,7 @@
 
 Each host names its target profile, its address and its connection. Variables flow down: all.vars, then each enclosing
 group's vars, then the host's own. Credentials are only ever references (an environment variable, ssh-agent, a key
-file): a key that looks like a password is refused.
+file): a key that looks like a password, token or key, or a URL with a password in it, is refused.
 """
 
 import dataclasses

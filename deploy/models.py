@@ -108,7 +108,7 @@ def _existing(name, what):
     near = near or difflib.get_close_matches(str(name), list(CATALOG), n=1, cutoff=0.8)
     if near:
         raise DeployError(f"unknown {what} '{name}'; did you mean {near[0]}?")
-    raise DeployError(name, f"no such file, and not a catalog name (known: {', '.join(CATALOG)})")
+    raise DeployError(name, f"No such file or directory, and not a catalog name (known: {', '.join(CATALOG)})")
 
 
 def fetch(name, progress=None, folder=None, opener=urllib.request.urlopen):

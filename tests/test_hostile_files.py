@@ -231,7 +231,7 @@ def test_catalog_name_as_tokenizer():
     ("stories15m", None, "unknown model 'stories15m'; did you mean stories15M?"),
     ("TINY260K", None, "unknown model 'TINY260K'; did you mean tiny260k?"),
     ("tiny260k", "tiny260K", "unknown tokenizer 'tiny260K'; did you mean tiny260k?"),
-    ("nothing.bin", None, "nothing.bin: no such file, and not a catalog name (known: tiny260k, "),
+    ("nothing.bin", None, "nothing.bin: No such file or directory, and not a catalog name (known: tiny260k, "),
 ])
 def test_unknown_names(model, tokenizer, message):
     with pytest.raises(DeployError) as caught:
