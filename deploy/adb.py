@@ -6,6 +6,7 @@
 import shutil
 import subprocess
 
+from deploy import processes
 from deploy.errors import DeployError
 
 
@@ -28,6 +29,15 @@ class Adb:
 
     def shell(self, command, timeout=600):
         return self._run("shell", command, timeout=timeout)
+
+    def run(self, command, echo=None, timeout=3600):
+        """Run `command` in the device's shell: (exit status, stdout, stderr) as text (adb's shell protocol passes the
+        status on). `echo(data, is_stderr)` sees the output as it comes."""
+        if echo is None:
+            done = processes.run(self._command("shell", command), timeout=timeout)
+        else:
+            done = processes.run_echoing(self._command("shell", command), echo)
+        return done.returncode, *(data.decode("utf-8", "replace") for data in (done.stdout, done.stderr))
 
     def push(self, local, remote_dir, name, sha256, executable=False):
         """Push under a temporary name, check the sha256 on the device, then rename (and chmod a program)."""

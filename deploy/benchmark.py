@@ -2,8 +2,8 @@
 record each run as a JSON line."""
 
 import statistics
-import subprocess
 
+from deploy import processes
 from deploy.build import build
 from deploy.convert import model_for_target
 from deploy.errors import DeployError
@@ -31,8 +31,8 @@ def bench_native(target, model, tokenizer, runs=5, exact=False, results=None):
     model_path, tokenizer_path = model_for_target(profile, model, tokenizer, plan.out_dir / "model")
     speeds = []
     for _ in range(runs):
-        done = subprocess.run([str(plan.program), str(model_path), "-z", str(tokenizer_path), *ARGS],
-                              capture_output=True, text=True, timeout=3600)
+        done = processes.run([str(plan.program), str(model_path), "-z", str(tokenizer_path), *ARGS], text=True,
+                             timeout=3600)
         speeds.append(_tok_s(done.stderr, plan.program))
         record(Result(now(), "native", target, this_machine(), "native", plan.toolchain["name"],
                       " ".join(plan.cflags), str(model), sha256_file(model), speeds[-1], exact), results)
@@ -42,26 +42,33 @@ def bench_native(target, model, tokenizer, runs=5, exact=False, results=None):
 def bench_host(host, model, tokenizer, runs=5, exact=False, results=None, console=None):
     """Deploy to an inventory host (if needed), then run there `runs` times."""
     from deploy import deliver
-    from deploy.pipeline import Options, Reporter, deploy_host
-    from deploy.stage import load_stage
+    from deploy.pipeline import Options, check_ran, deploy_hosts, host_plan, run_delivered
+    from deploy.results import how_measured
 
+    if not deliver.can_run(host):
+        raise DeployError(host.name, f"connects by {host.connection}: the program is started by hand there; record "
+                                     "its figure with `invoke record`")
     options = Options(str(model), str(tokenizer), exact=exact, run_args=ARGS)
-    outcome = deploy_host(host, options, Reporter(console) if console else (lambda *args: None))
+    outcome = deploy_hosts([host], options, console or _Quiet())[0]
     if outcome.error:
         raise DeployError(outcome.error)
-    profile = load_profile(host.target)
-    plan = make_plan(profile, exact=exact, toolchain=(host.get("ssh") or {}).get("build"))
-    stage = load_stage(host.name)
-    how = "emulator" if host.connection == "emulator" else "device"
-    machine = this_machine() + f" under {' '.join(profile.emulator)}" if how == "emulator" else host.get(
+    profile, plan = host_plan(host, options)
+    how = how_measured(host, profile)
+    machine = this_machine() + f" under {' '.join(profile.emulator)}" if host.connection == "emulator" else host.get(
         "description", host.name)
     speeds = []
     for _ in range(runs):
-        done = deliver.run(host, profile, plan, stage, options)
+        done = run_delivered(host, options)
+        check_ran(host, done)
         speeds.append(_tok_s(done.stderr, host.name))
         record(Result(now(), host.name, host.target, machine, how, plan.toolchain["name"], " ".join(plan.cflags),
                       str(model), sha256_file(model), speeds[-1], exact), results)
     return speeds
+
+
+class _Quiet:
+    def print(self, *args, **kwargs):
+        pass
 
 
 def median(values):

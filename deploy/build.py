@@ -5,9 +5,10 @@ import dataclasses
 import hashlib
 import json
 import shutil
-import subprocess
+import signal
 import time
 
+from deploy import processes
 from deploy.errors import DeployError
 from deploy.render import write_sources
 
@@ -40,9 +41,12 @@ def _fingerprint(plan, sources):
 def _compile(command, plan, cwd=None):
     start = time.monotonic()
     try:
-        done = subprocess.run(command, capture_output=True, text=True, cwd=cwd, env=_compiler_env(plan))
+        done = processes.run(command, text=True, cwd=cwd, env=_compiler_env(plan))
     except FileNotFoundError:
         raise DeployError(f"{plan.target}: {command[0]} not found; run `invoke doctor`") from None
+    if done.returncode < 0:
+        raise DeployError(plan.source, f"{command[0]} was killed by signal {-done.returncode} "
+                                       f"({signal.Signals(-done.returncode).name}); out of memory?")
     if done.returncode != 0:
         lines = done.stderr.splitlines()
         first = next((line for line in lines if "error" in line), lines[0] if lines else "no output")

@@ -15,11 +15,21 @@ def report_error(error):
 
 
 def main_guard(function, *args, **kwargs):
-    """Run `function`; a DeployError becomes one line on stderr and exit status 1."""
+    """Run `function`; a DeployError becomes one line on stderr and exit status 1; Ctrl-C (or SIGTERM) stops every
+    child process, prints "interrupted" and exits with status 130."""
     from deploy.errors import DeployError
+    from deploy.processes import exit_interrupted, terminate_as_interrupt
 
+    terminate_as_interrupt()
     try:
         return function(*args, **kwargs)
     except DeployError as error:
         report_error(error)
         sys.exit(1)
+    except OSError as error:  # a file or network peer the user named: its name and the system's reason say it all
+        if error.filename is None:
+            raise
+        report_error(f"{error.filename}: {error.strerror or error}")
+        sys.exit(1)
+    except KeyboardInterrupt:
+        exit_interrupted(lambda message: errors.print(f"[bold yellow]{message}[/]"))

@@ -14,9 +14,11 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from deploy import processes
 from deploy.errors import DeployError
 from deploy.manifest import sha256_file
 from deploy.runner import prepare_emulator, run_env
+from deploy.verify import check_file
 
 FTP_CLIENTS = ["inetutils-ftp", "tnftp", "ftp"]  # Debian clients that take commands on stdin, like ftp.exe
 
@@ -39,11 +41,12 @@ def describe(host, profile, plan):
                 f"write FETCH.TXT and GET.BAT, and wait until {host.get('address')} has fetched every file"]
     if connection == "ftp-push":
         return [f"upload by FTP to {host.get('address')}:{(host.get('ftp') or {}).get('port', 21)} "
-                f"{remote_dir(host)}, each file under a temporary name, size-checked, then renamed"]
+                f"{remote_dir(host)}, each file under a temporary name, its size and sha256 checked against the "
+                f"manifest (HASH, or read back), then renamed"]
     if connection == "sftp":
         ssh = host.get("ssh") or {}
         lines = [f"upload over SFTP to {ssh.get('user')}@{host.get('address')}:{host.get('port', 22)}"
-                 f":{remote_dir(host)}, hash-checked, then renamed"]
+                 f":{remote_dir(host)}, its size and sha256 checked against the manifest, then renamed"]
         if plan.is_bundle:
             lines.append("build there: " + " ".join(plan.compile_command()))
         return lines
@@ -56,10 +59,45 @@ def describe(host, profile, plan):
     return [f"{how} into the emulated host's folder, run under {' '.join(profile.emulator) or 'this machine'}"]
 
 
-def run_line(host, profile, plan, args):
+def run_line(profile, args):
+    """The program's command line on the host, as a list."""
     files = profile["files"]
     program = files["program"] if profile["os"] == "windows98" else f"./{files['program']}"
     return [program, files["model"], "-z", files["tokenizer"], *args]
+
+
+def command_line(profile, args):
+    """The line to type on the host: quoted for COMMAND.COM on Windows 98, for a POSIX shell elsewhere."""
+    words = run_line(profile, args)
+    return windows_join(words) if profile["os"] == "windows98" else shlex.join(words)
+
+
+def windows_join(words):
+    """Join words the way the C runtime's argument parser splits them (and COMMAND.COM leaves them alone): a word
+    with a blank, a quote, a redirection or pipe character, or nothing, goes in double quotes, with its own double
+    quotes (and the backslashes before them) escaped."""
+    def quote(word):
+        if word and not any(ch in word for ch in ' \t"<>|&'):
+            return word
+        escaped, backslashes = [], 0
+        for ch in word:
+            if ch == "\\":
+                backslashes += 1
+                continue
+            if ch == '"':
+                escaped.append("\\" * (2 * backslashes + 1) + '"')
+            else:
+                escaped.append("\\" * backslashes + ch)
+            backslashes = 0
+        escaped.append("\\" * (2 * backslashes))
+        return '"' + "".join(escaped) + '"'
+
+    return " ".join(quote(word) for word in words)
+
+
+def can_run(host):
+    """Whether we can start the program on the host ourselves (otherwise a person types the line there)."""
+    return host.connection in ("emulator", "sftp", "adb")
 
 
 def deliver(host, profile, plan, stage, options, say):
@@ -70,7 +108,7 @@ def deliver(host, profile, plan, stage, options, say):
 
 def _manual(host, profile, plan, stage, options, say):
     say(f"copy every file of {stage.directory} to the machine (binary mode) and run: "
-        + " ".join(run_line(host, profile, plan, options.run_args)))
+        + command_line(profile, options.run_args))
 
 
 def _to_emulator(host, profile, plan, stage, options, say):
@@ -80,35 +118,37 @@ def _to_emulator(host, profile, plan, stage, options, say):
     if not pending:
         say(f"unchanged: {disk} already holds every file")
         return
+    incoming = disk / ".incoming"  # beside the final names, on the same file system, so the rename is atomic
+    shutil.rmtree(incoming, ignore_errors=True)
+    incoming.mkdir()
     if host.get("fetch") == "ftp" and profile["os"] == "windows98":
-        _fetch_like_windows98(host, stage, disk, pending, say)
+        _fetch_like_windows98(host, stage, incoming, say)
     else:
         for item in pending:
-            shutil.copyfile(item.path, disk / f".{item.name}.part")
-            os.replace(disk / f".{item.name}.part", disk / item.name)
+            shutil.copyfile(item.path, incoming / item.name)
         say(f"copied {len(pending)} files to {disk}")
-    for item in stage.files:
-        if sha256_file(disk / item.name) != item.sha256:
-            raise DeployError(disk / item.name, "differs from the staged file after delivery")
+    for item in pending:
+        check_file(disk / item.name, incoming / item.name, item)
+    for item in pending:
         if item.name == profile["files"]["program"]:
-            (disk / item.name).chmod(0o755)
+            (incoming / item.name).chmod(0o755)
+        os.replace(incoming / item.name, disk / item.name)
+    shutil.rmtree(incoming, ignore_errors=True)
 
 
-def _fetch_like_windows98(host, stage, disk, pending, say):
-    """Serve the stage on loopback and let a real command-line FTP client follow FETCH.TXT, in active mode (the
-    clients listed default to it, as Windows 98's ftp.exe does)."""
-    from deploy.ftpserve import StageServer, write_fetch_scripts
+def _fetch_like_windows98(host, stage, folder, say):
+    """Serve the stage on loopback and let a real command-line FTP client follow FETCH.TXT into `folder`, in active
+    mode (the clients listed default to it, as Windows 98's ftp.exe does)."""
+    from deploy.ftpserve import StageServer
 
     client = next((shutil.which(name) for name in FTP_CLIENTS if shutil.which(name)), None)
     if client is None:
         raise DeployError(host.name, f"no command-line FTP client; install one with: apt-get install {FTP_CLIENTS[0]}")
-    names = [item.name for item in stage.files]
-    with StageServer(stage.directory, names, bind=("127.0.0.1", 0)) as server:
-        fetch = write_fetch_scripts(stage.directory, names, server.address)[0]
-        say(f"serving {len(names)} files on {server.address[0]}:{server.address[1]}; {Path(client).name} follows "
-            f"{fetch.name}")
-        script = fetch.read_bytes().decode("ascii").replace("\r\n", "\n")
-        done = subprocess.run([client, "-n"], input=script, text=True, capture_output=True, cwd=disk, timeout=600)
+    with StageServer(stage.directory, stage.names(), bind=("127.0.0.1", 0)) as server:
+        say(f"serving {len(stage.files)} files on {server.address[0]}:{server.address[1]}; {Path(client).name} "
+            f"follows {server.fetch_script.name}")
+        script = server.fetch_script.read_bytes().decode("ascii").replace("\r\n", "\n")
+        done = processes.run([client, "-n"], input=script, text=True, cwd=folder, timeout=600)
         if done.returncode != 0:
             raise DeployError(host.name, f"{Path(client).name} failed: {done.stderr.strip()[:200]}")
         summary = server.wait_complete(timeout=60)
@@ -117,21 +157,17 @@ def _fetch_like_windows98(host, stage, disk, pending, say):
 
 
 def _ftp_serve(host, profile, plan, stage, options, say):
-    from deploy.ftpserve import RichProgress, StageServer, check_link_address, client_command, typed_session, \
-        write_fetch_scripts
+    from deploy.ftpserve import RichProgress, StageServer, check_link_address, client_command, typed_session
 
     link, ftp = host.get("link") or {}, host.get("ftp") or {}
-    our_address = (link["address"], ftp.get("port", 21))
     check_link_address(link["address"], link.get("netmask"), link.get("interface"))
-    names = [item.name for item in stage.files]
-    write_fetch_scripts(stage.directory, names, our_address, user=ftp.get("user"))
-    say(f"first time on {host.name} ({host.get('address')}), type: " + " / ".join(
-        typed_session(our_address, names, ftp.get("user"))))
-    say(f"afterwards: GET (or {client_command(our_address)})")
     with RichProgress({item.name: item.size for item in stage.files}) as progress:
-        server = StageServer(stage.directory, names, bind=our_address, user=ftp.get("user"),
-                             password_env=ftp.get("password_env"), stay=options.stay, on_progress=progress)
-        server.start()
+        server = StageServer(stage.directory, stage.names(), bind=(link["address"], ftp.get("port", 21)),
+                             user=ftp.get("user"), password_env=ftp.get("password_env"), stay=options.stay,
+                             on_progress=progress)
+        say(f"first time on {host.name} ({host.get('address')}), type: " + " / ".join(
+            typed_session(server.address, stage.names(), ftp.get("user"))))
+        say(f"afterwards: GET (or {client_command(server.address)})")
         summary = server.serve_until_complete(options.timeout)
     for record in summary:
         say(f"sent {record.file}: {record.bytes:,} bytes in {record.seconds:.1f} s to {record.client}")
@@ -141,10 +177,16 @@ def _ftp_push(host, profile, plan, stage, options, say):
     from deploy.ftppush import push_files
 
     ftp = host.get("ftp") or {}
-    password = os.environ.get(ftp["password_env"]) if ftp.get("password_env") else None
-    push_files(host["address"], ftp.get("port", 21), [item.path for item in stage.files], remote_dir=host.get("path"),
-               user=ftp.get("user", "anonymous"), password=password)
-    say(f"pushed {len(stage.files)} files to {host['address']}")
+    password = None
+    if ftp.get("password_env"):
+        password = os.environ.get(ftp["password_env"])
+        if not password:
+            raise DeployError(host.name, f"${ftp['password_env']} is not set: it must hold the FTP password for "
+                                         f"{ftp.get('user', 'anonymous')} on {host['address']} (its ftp: password_env)")
+    pushed = push_files(host["address"], ftp.get("port", 21), stage.files, remote_dir=host.get("path"),
+                        user=ftp.get("user", "anonymous"), password=password)
+    for record in pushed:
+        say(f"{record.file}: {record.bytes:,} bytes sent, sha256 checked by {record.verified_by}")
 
 
 def _ssh_session(host):
@@ -164,8 +206,8 @@ def _sftp(host, profile, plan, stage, options, say):
     with _ssh_session(host) as session:
         _remote(session, host, f"mkdir -p {shlex.quote(folder)}")
         for item in stage.files:
-            record = session.upload(item.path, f"{folder}/{item.name}")
-            say(f"{item.name}: {item.size:,} bytes, checked by {record.verified_by}")
+            record = session.upload(item.path, f"{folder}/{item.name}", expected=item)
+            say(f"{item.name}: {item.size:,} bytes, sha256 checked by {record.verified_by}")
         if plan.is_bundle:
             _remote(session, host, f"cd {shlex.quote(folder)} && " + " ".join(plan.compile_command()))
             say("built on the host: " + " ".join(plan.compile_command()))
@@ -189,27 +231,31 @@ def _adb(host, profile, plan, stage, options, say):
     say(f"pushed {len(stage.files)} files to {remote_dir(host)}")
 
 
-def run(host, profile, plan, stage, options):
-    """Run the delivered program on the host; returns a CompletedProcess with text stdout and stderr."""
-    args = run_line(host, profile, plan, options.run_args)
+def run(host, profile, plan, stage, options, echo=None):
+    """Run the delivered program on the host; returns a CompletedProcess with text stdout and stderr.
+    `echo(data, is_stderr)` sees the output as it comes (for `invoke run --host`)."""
+    args = run_line(profile, options.run_args)
     if host.connection == "emulator":
         disk = machine_dir(host, stage)
         prepare_emulator(plan)
         command = [*profile.emulator, str(disk / profile["files"]["program"]), *args[1:]]
-        done = subprocess.run(command, cwd=disk, env=run_env(plan), capture_output=True, timeout=3600)
+        if echo is None:
+            done = processes.run(command, cwd=disk, env=run_env(plan), timeout=3600)
+        else:
+            done = processes.run_echoing(command, echo, cwd=disk, env=run_env(plan))
         return subprocess.CompletedProcess(command, done.returncode, _text(done.stdout), _text(done.stderr))
     if host.connection == "sftp":
         with _ssh_session(host) as session:
-            status, out, err = session.run(f"cd {shlex.quote(remote_dir(host))} && " + shlex.join(args))
+            status, out, err = session.run(f"cd {shlex.quote(remote_dir(host))} && " + shlex.join(args), echo=echo)
         return subprocess.CompletedProcess(args, status, out, err)
     if host.connection == "adb":
         from deploy.adb import Adb
 
-        out = Adb((host.get("adb") or {}).get("serial")).shell(
-            f"cd {remote_dir(host)} && " + shlex.join(args) + " 2>&1")
-        return subprocess.CompletedProcess(args, 0, out, out)
-    raise DeployError(host.name, f"cannot run the program over {host.connection}: run it on the machine: "
-                                 + " ".join(args))
+        status, out, err = Adb((host.get("adb") or {}).get("serial")).run(
+            f"cd {shlex.quote(remote_dir(host))} && " + shlex.join(args), echo=echo)
+        return subprocess.CompletedProcess(args, status, out, err)
+    raise DeployError(host.name, f"cannot run the program over {host.connection}: on the machine, type: "
+                                 + command_line(profile, options.run_args))
 
 
 def _text(data):

@@ -1,7 +1,9 @@
 """The built-in FTP server of the ftp-serve transport: the old machine pulls the staged files from us.
 
 Windows 98's ftp.exe logs in, types `binary`, then `get`s each file in active mode (PORT). We serve only the staged
-names, read-only, refuse ASCII downloads (they turn every LF into CRLF), and stop once every file went out completely.
+names, and FETCH.TXT and GET.BAT written for the address and port we listen on; read-only, never through a symbolic
+link, refusing ASCII downloads (they turn every LF into CRLF), a few connections per client address at most; and stop
+once every file went out completely.
 """
 
 import errno
@@ -27,6 +29,9 @@ SCRIPT = "FETCH.TXT"
 BATCH = "GET.BAT"
 ANONYMOUS_PASSWORD = "guest"
 READ_ONLY = "elr"
+MAX_CONNECTIONS = 256           # in all
+MAX_CONNECTIONS_PER_ADDRESS = 8  # ftp.exe needs one; a few more for a client that reconnects before the old one ends
+WAIT_STEP = 0.2                  # waits are cut into steps this long, so that Ctrl-C is seen at once
 
 
 # --- what to type on the old machine
@@ -61,11 +66,10 @@ def client_command(our_address):
 
 
 def typed_session(our_address, names, user=None):
-    """Lines to type by hand the first time; they also fetch FETCH.TXT and GET.BAT, so next time `GET` is enough.
-
-    Serve SCRIPT and BATCH as `extras` of the StageServer for this to work."""
+    """Lines to type by hand the first time; they fetch FETCH.TXT and GET.BAT first (the StageServer serves them),
+    so next time `GET` is enough."""
     host, port = _host_port(our_address)
-    return [f"ftp -n {host}" if port == 21 else "ftp -n", *fetch_commands(our_address, [*names, SCRIPT, BATCH], user)]
+    return [f"ftp -n {host}" if port == 21 else "ftp -n", *fetch_commands(our_address, [SCRIPT, BATCH, *names], user)]
 
 
 def write_fetch_scripts(stage_dir, names, our_address, user=None):
@@ -147,11 +151,16 @@ class _StageFS(AbstractedFS):
 
     def validpath(self, path):
         path = os.path.normpath(path)
-        return path == os.path.normpath(self.root) or (
-            os.path.dirname(path) == self.root and os.path.basename(path) in self.served.values())
+        if path == os.path.normpath(self.root):
+            return True
+        # The real path as well: a served name that is (or became) a symbolic link is not followed, wherever it leads.
+        return (os.path.dirname(path) == self.root and os.path.basename(path) in self.served.values()
+                and os.path.realpath(path) == path)
 
     def listdir(self, path):
-        return [name for name in super().listdir(path) if name in self.served.values()] if self.validpath(path) else []
+        if not self.validpath(path):
+            return []
+        return [name for name in super().listdir(path) if self.validpath(os.path.join(path, name))]
 
     listdirinfo = listdir
 
@@ -221,24 +230,19 @@ class _StageHandler(FTPHandler):
 class StageServer:
     """Serve `names` from `stage_dir` read-only over FTP; know when each went out completely at least once.
 
-    `extras` are served too but not waited for, nor reported; so are FETCH.TXT and GET.BAT. on_progress(name,
-    bytes_sent, size) is called from the server thread."""
+    It writes FETCH.TXT and GET.BAT into the stage for the address and port it listens on (`fetch_script`,
+    `batch`), and serves them with `extras`, but never waits for them nor reports them. on_progress(name, bytes_sent,
+    size) is called from the server thread."""
 
     def __init__(self, stage_dir, names, bind=("127.0.0.1", 0), user=None, password_env=None, stay=False,
                  on_progress=None, extras=()):
         self.stage_dir = Path(stage_dir).resolve()
-        # FETCH.TXT and GET.BAT never fetch themselves, so they are never waited for, even when listed in `names`.
         self.names = [name for name in names if name not in (SCRIPT, BATCH)]
         self.stay = stay
         self.on_progress = on_progress
-        served = list(dict.fromkeys([*names, *extras]))
+        served = [name for name in dict.fromkeys([*self.names, *extras]) if name not in (SCRIPT, BATCH)]
         _check_names(served)
-        self.sizes = {}
-        for name in served:
-            path = self.stage_dir / name
-            if not path.is_file():
-                raise DeployError(path, "is not in the stage")
-            self.sizes[name] = path.stat().st_size
+        self.sizes = {name: self._staged_size(name) for name in served}
         self._lock = threading.Lock()
         self._ranges = {name: [] for name in self.names}
         self._done = set()
@@ -261,6 +265,7 @@ class StageServer:
             authorizer.add_user(user, password, str(self.stage_dir), perm=READ_ONLY)
         else:
             authorizer.add_anonymous(str(self.stage_dir), perm=READ_ONLY)
+        served += [SCRIPT, BATCH]
         fs = type("StageFS", (_StageFS,), {"served": {name.upper(): name for name in served}})
         handler = type("StageHandler", (_StageHandler,), {"stage": self, "authorizer": authorizer,
                                                           "abstracted_fs": fs})
@@ -277,6 +282,19 @@ class StageServer:
             raise self._bind_error(bind, error) from None
         self._ioloop = IOLoop()
         self._server = FTPServer(listener, handler, ioloop=self._ioloop)
+        self._server.max_cons, self._server.max_cons_per_ip = MAX_CONNECTIONS, MAX_CONNECTIONS_PER_ADDRESS
+        self.fetch_script, self.batch = write_fetch_scripts(self.stage_dir, self.names, self.address, user)
+        for name in (SCRIPT, BATCH):
+            self.sizes[name] = self._staged_size(name)
+
+    def _staged_size(self, name):
+        path = self.stage_dir / name
+        if not path.is_file():
+            raise DeployError(path, "is not in the stage")
+        if os.path.realpath(path) != str(path):
+            raise DeployError(path, f"is a symbolic link (to {os.path.realpath(path)}); only files in the stage are "
+                                    "served: stage a copy")
+        return path.stat().st_size
 
     @staticmethod
     def _bind_error(bind, error):
@@ -304,10 +322,10 @@ class StageServer:
             self.on_progress(name, sent, self.sizes[name])
 
     def _record(self, transfer):
+        if transfer.file not in self._ranges:
+            return
         with self._lock:
             self.transfers.append(transfer)
-            if transfer.file not in self._ranges:
-                return
             ranges = self._ranges[transfer.file]
             ranges.append((transfer.offset, transfer.offset + transfer.bytes))
             ends_at_eof = transfer.offset + transfer.bytes >= self.sizes[transfer.file]
@@ -347,11 +365,14 @@ class StageServer:
 
     def wait_complete(self, timeout=None):
         """Wait until every name was sent completely at least once and return the summary; DeployError after
-        `timeout` seconds. The server keeps running: stop() it."""
-        if not self._complete.wait(timeout):
-            host, port = self.address
-            raise DeployError(f"ftp://{host}:{port}", f"timed out after {timeout:.0f} s; "
-                              f"not fetched completely: {', '.join(self.missing())}")
+        `timeout` seconds. The server keeps running: stop() it. Ctrl-C interrupts the wait."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._complete.wait(WAIT_STEP if deadline is None else
+                                      max(0.0, min(WAIT_STEP, deadline - time.monotonic()))):
+            if deadline is not None and time.monotonic() >= deadline:
+                host, port = self.address
+                raise DeployError(f"ftp://{host}:{port}", f"timed out after {timeout:.0f} s; "
+                                  f"not fetched completely: {', '.join(self.missing())}")
         return self.summary()
 
     def summary(self):
@@ -359,22 +380,24 @@ class StageServer:
         with self._lock:
             return list(self.transfers)
 
-    def serve_until_complete(self, timeout=None, linger=5):
-        """Serve until every file went out completely (DeployError after `timeout` s), then stop unless `stay`;
-        return the summary."""
+    def serve_until_complete(self, timeout=None, linger=30):
+        """Serve until every file went out completely (DeployError after `timeout` s), give the client up to `linger`
+        s to say bye, then stop and return the summary. With `stay`, serve on until stop() or Ctrl-C. Ctrl-C stops
+        the server and goes on as KeyboardInterrupt."""
         self.start()
         try:
             summary = self.wait_complete(timeout)
-        except BaseException:
-            self.stop()
-            raise
-        if not self.stay:
-            # Give the client a moment to say bye, so ftp.exe ends with "221 Goodbye", not a dropped connection.
+            if self.stay:
+                while not self._stopping.wait(WAIT_STEP):
+                    pass
+                return self.summary()
+            # So that ftp.exe ends with "221 Goodbye", not a dropped connection.
             deadline = time.monotonic() + linger
             while self._sessions and time.monotonic() < deadline:
                 time.sleep(0.05)
+            return summary
+        finally:
             self.stop()
-        return summary
 
     def __enter__(self):
         return self.start()

@@ -52,13 +52,19 @@ def inventory_tree(inventory, chosen):
 
 def deploy_table(results):
     table = Table(title="deploy")
-    for column in ("host", "target", "connection", "steps", "tok/s", "seconds", "result"):
+    for column in ("host", "target", "connection", "steps", "tok/s", "how obtained", "seconds", "result"):
         table.add_column(column, justify="right" if column in ("tok/s", "seconds") else "left")
     for result in results:
         steps = " ".join(dict.fromkeys(step for step, _ in result.steps if step != "failed"))
-        outcome = f"[red]{result.error}[/]" if result.error else "[green]ok[/]"
+        if result.error:
+            outcome = f"[red]{result.error}[/]"
+        elif result.waiting:
+            outcome = f"[yellow]delivered[/]: type {result.waiting}"
+        else:
+            outcome = "[green]ok[/]"
         table.add_row(result.host, result.target, result.connection, steps,
-                      f"{result.tok_s:.2f}" if result.tok_s is not None else "", f"{result.seconds:.1f}", outcome)
+                      f"{result.tok_s:.2f}" if result.tok_s is not None else "", result.how,
+                      f"{result.seconds:.1f}", outcome)
     return table
 
 
@@ -106,12 +112,14 @@ def _model_name(model):
 
 
 def report_rows(results):
-    """(target, model, how, measured median, runs, published, predicted) for every measured or published pair."""
+    """(target, model, how, measured median, runs, published, predicted) for every measured or published pair; `how`
+    is how the measured figure was obtained (deploy.results: native, emulated, device, by hand)."""
     import statistics
 
     from deploy.models import CATALOG
     from deploy.planner import predict
     from deploy.profile import known_targets, load_profile
+    from deploy.results import on_hardware
 
     measured = {}
     for result in results:
@@ -124,23 +132,28 @@ def report_rows(results):
         for model in sorted(models):
             entry = CATALOG.get(model)
             prediction = predict(profile, entry.shape) if entry else None
-            hows = [how for (t, m, how) in measured if t == target and m == model] or [""]
+            hows = [how for (t, m, how) in measured if t == target and m == model]
             figure = published.get(model)
             if figure is None and entry is not None:  # a model of a published model's shape compares directly
                 figure = next((tok_s for name, tok_s in published.items()
                                if name in CATALOG and CATALOG[name].shape == entry.shape), None)
+            predicted = prediction.tok_s if prediction else None
+            if (figure or predicted) and not any(on_hardware(how) for how in hows):
+                hows.insert(0, "")
             for how in hows:
                 values = measured.get((target, model, how), [])
+                comparable = not how or on_hardware(how)  # an emulator's speed is not set beside the machine's
                 rows.append((target, model, how, statistics.median(values) if values else None, len(values),
-                             figure, prediction.tok_s if prediction else None))
+                             figure if comparable else None, predicted if comparable else None))
     return rows
 
 
 def results_report(out="results", results_path=None):
-    from deploy.results import load
+    from deploy.results import how_label, load
 
     rows = report_rows(load(results_path))
-    table = Table(title="measured vs published vs predicted (tok/s)")
+    table = Table(title="measured vs published vs predicted (tok/s); emulated figures measure this PC's emulator, "
+                        "not the machine")
     for column in ("target", "model", "measured how", "measured (median)", "runs", "published", "predicted"):
         table.add_column(column, justify="right" if column in ("measured (median)", "runs", "published",
                                                                "predicted") else "left")
@@ -149,12 +162,15 @@ def results_report(out="results", results_path=None):
         return f"{value:.3g}" if value is not None else ""
 
     for target, model, how, measured, runs, published, predicted in rows:
-        table.add_row(target, model, how, show(measured), str(runs or ""), show(published), show(predicted))
+        table.add_row(target, model, how_label(how) if how else "", show(measured), str(runs or ""), show(published),
+                      show(predicted))
     return table, chart(rows, out)
 
 
 def chart(rows, out):
-    """A grouped bar chart, log scale: measured, published and predicted tok/s per target and model."""
+    """Bar charts, log scale. Left: the machines themselves, published beside predicted and beside figures measured
+    on the hardware. Right (hatched, apart): speeds on this PC, natively or under an emulator, which say nothing of
+    the machine's own speed."""
     import textwrap
     from pathlib import Path
 
@@ -164,29 +180,42 @@ def chart(rows, out):
     import matplotlib.pyplot as plt
 
     from deploy.atomic import partial_name
+    from deploy.results import how_label, on_hardware
 
-    shown = [row for row in rows if any(value for value in (row[3], row[5], row[6]))]
-    if not shown:
+    hardware = [row for row in rows if row[5] or row[6] or (row[3] and on_hardware(row[2]))]
+    this_pc = [row for row in rows if row[3] and row[2] and not on_hardware(row[2])]
+    if not hardware and not this_pc:
         return []
-    labels = [f"{target}\n{textwrap.fill(model, 14)}" + (f"\n({how})" if how else "")
-              for target, model, how, *_ in shown]
-    series = [("measured", 3, "#2b6cb0"), ("published", 5, "#dd6b20"), ("predicted", 6, "#a0aec0")]
-    figure, axes = plt.subplots(figsize=(max(8, 1.3 * len(shown)), 5.5))
-    width = 0.27
-    for offset, (name, index, colour) in enumerate(series):
-        values = [row[index] or 0 for row in shown]
-        positions = [i + (offset - 1) * width for i in range(len(shown))]
-        bars = axes.bar(positions, [v if v > 0 else float("nan") for v in values], width, label=name, color=colour)
-        for bar, value in zip(bars, values):
-            if value:
-                axes.annotate(f"{value:.3g}", (bar.get_x() + bar.get_width() / 2, value), ha="center",
-                              va="bottom", fontsize=7)
-    axes.set_yscale("log")
-    axes.set_ylabel("tokens per second (log scale)")
-    axes.set_xticks(range(len(shown)), labels, fontsize=8)
-    axes.set_title("llama2.c models on retro and small machines: measured, published, predicted")
-    axes.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    axes.grid(axis="y", which="both", alpha=0.3)
+    panels = [(rows_, title) for rows_, title in
+              ((hardware, "on the machines: published, predicted, measured on hardware"),
+               (this_pc, "on this PC, emulated or native\n(not the machines' speed)")) if rows_]
+    figure, axes_list = plt.subplots(1, len(panels), squeeze=False, width_ratios=[max(1, len(p[0])) for p in panels],
+                                     figsize=(max(8, 1.3 * sum(len(p[0]) for p in panels) + 2), 5.5))
+    for axes, (shown, title) in zip(axes_list[0], panels):
+        if shown is hardware:
+            series = [("measured on hardware", lambda r: r[3] if on_hardware(r[2]) else None, "#2b6cb0", None),
+                      ("published", lambda r: r[5], "#dd6b20", None), ("predicted", lambda r: r[6], "#a0aec0", None)]
+            labels = [f"{t}\n{textwrap.fill(m, 14)}" for t, m, *_ in shown]
+        else:
+            series = [("measured on this PC", lambda r: r[3], "#d69e2e", "//")]
+            labels = [f"{t}\n{textwrap.fill(m, 14)}\n({how_label(h)})" for t, m, h, *_ in shown]
+        width = 0.8 / len(series)
+        for offset, (name, value_of, colour, hatch) in enumerate(series):
+            values = [value_of(row) or 0 for row in shown]
+            positions = [i + (offset - (len(series) - 1) / 2) * width for i in range(len(shown))]
+            bars = axes.bar(positions, [v if v > 0 else float("nan") for v in values], width, label=name,
+                            color=colour, hatch=hatch, edgecolor="#4a5568" if hatch else None)
+            for bar, value in zip(bars, values):
+                if value:
+                    axes.annotate(f"{value:.3g}", (bar.get_x() + bar.get_width() / 2, value), ha="center",
+                                  va="bottom", fontsize=7)
+        axes.set_yscale("log")
+        axes.set_ylabel("tokens per second (log scale)")
+        axes.set_xticks(range(len(shown)), labels, fontsize=8)
+        axes.set_title(title, fontsize=10)
+        axes.legend(loc="upper left", fontsize=8)
+        axes.grid(axis="y", which="both", alpha=0.3)
+    figure.suptitle("llama2.c models on retro and small machines")
     figure.tight_layout()
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)

@@ -5,6 +5,7 @@ import re
 import subprocess
 from pathlib import Path
 
+from deploy import processes
 from deploy.errors import DeployError
 
 
@@ -39,9 +40,9 @@ def prepare_emulator(plan):
     if marker.exists():
         return
     try:
-        subprocess.run(init, env=env, capture_output=True, check=True, timeout=600)
+        processes.run(init, env=env, timeout=600).check_returncode()
         if init[0] == "wineboot":
-            subprocess.run(["wineserver", "-w"], env=env, capture_output=True, timeout=600)
+            processes.run(["wineserver", "-w"], env=env, timeout=600)
     except (OSError, subprocess.SubprocessError) as error:
         raise DeployError(plan.target, f"emulator set-up `{' '.join(init)}` failed: {error}") from None
     marker.parent.mkdir(parents=True, exist_ok=True)
@@ -53,7 +54,7 @@ def run_program(plan, args, capture=False, timeout=None):
     command = run_command(plan, args)
     prepare_emulator(plan)
     try:
-        return subprocess.run(command, capture_output=capture, timeout=timeout, env=run_env(plan))
+        return processes.run(command, capture=capture, timeout=timeout, env=run_env(plan))
     except FileNotFoundError:
         raise DeployError(command[0], "not found; run `invoke doctor` for the install command") from None
 

@@ -1,11 +1,11 @@
-"""SSH and SFTP to the targets (paramiko): strict host keys, keys only by reference, resumable verified uploads.
+"""SSH and SFTP to the targets (paramiko): strict host keys, keys only by reference, resumable uploads checked against
+the stage manifest before the rename.
 
 Old sshds (Mac OS X 10.4/10.5) need SHA-1 key exchange, ssh-rsa host keys and CBC ciphers; those are allowed only
 for a connection made with legacy=True.
 """
 
 import contextlib
-import hashlib
 import logging
 import os
 import re
@@ -14,7 +14,6 @@ import shlex
 import socket
 import time
 from collections import namedtuple
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from paramiko.ssh_exception import AuthenticationException, BadAuthenticationTyp
 
 from deploy import known_hosts
 from deploy.errors import DeployError
+from deploy.verify import Expected, Hasher, check, proves_prefix, sidecar_text
 
 DEFAULT_KNOWN_HOSTS = known_hosts.DEFAULT_PATH
 # paramiko logs handshake failures with a traceback from its own thread; the DeployError we raise says it in one line.
@@ -38,16 +38,14 @@ OLD_ALGORITHMS = {
 # An old sshd sends no server-sig-algs, and paramiko would then sign with RSA/SHA-2, which it does not know.
 LEGACY_DISABLED = {"pubkeys": ["rsa-sha2-512", "rsa-sha2-256"]}
 
-# Remote hash commands, strongest first: Mac OS X has `shasum` from 10.5 on, and only `md5` before.
+# Remote sha256 commands: GNU coreutils, and Perl's shasum (Mac OS X from 10.5 on). A host with neither (Mac OS X
+# 10.4 has only md5) has the file read back over SFTP and hashed here.
 HASH_TOOLS = (
-    ("sha256sum", "sha256sum {path}", "sha256"),
-    ("shasum -a 256", "shasum -a 256 {path}", "sha256"),
-    ("md5sum", "md5sum {path}", "md5"),
-    ("md5", "md5 {path}", "md5"),
+    ("sha256sum", "sha256sum {path}"),
+    ("shasum -a 256", "shasum -a 256 {path}"),
 )
-DIGEST_LENGTH = {"sha256": 64, "md5": 32}
+READ_BACK = "reading it back"
 CHUNK = 1 << 20
-RESUME_CHECK = 64 << 10
 
 RunResult = namedtuple("RunResult", "exit_status stdout stderr")
 
@@ -58,7 +56,7 @@ class Upload:
     size: int
     bytes_sent: int
     resumed_from: int
-    verified_by: str  # the remote tool that hashed it, or "size" when the host has none (a weaker check)
+    verified_by: str  # the remote tool that hashed it, or READ_BACK
     seconds: float
 
 
@@ -148,6 +146,22 @@ def trust_host(name_or_host, host, port, key, known_hosts_path=DEFAULT_KNOWN_HOS
     return trusted
 
 
+def trust_inventory_host(host, fingerprint=None, known_hosts_path=DEFAULT_KNOWN_HOSTS, show=True):
+    """`invoke hosts.trust`: fetch the key an inventory host presents and record it (only if it matches
+    `fingerprint`, when given). A host without SSH is a one-line DeployError."""
+    if host.connection != "sftp":
+        how = {"adb": "adb", "ftp-serve": "FTP (it fetches from us)", "ftp-push": "FTP",
+               "emulator": "nothing: it is emulated on this machine", "manual": "nothing: files go by hand"}
+        raise DeployError(host.name, f"host {host.name} connects by {how.get(host.connection, host.connection)}; "
+                                     f"it has no SSH, so there is no host key to trust")
+    if not host.get("address"):
+        raise DeployError(host.name, "has no address to connect to: set `address:` in the inventory")
+    port, legacy = host.get("port", 22), bool((host.get("ssh") or {}).get("legacy"))
+    key = fetch_host_key(host["address"], port, legacy=legacy)[2]
+    return trust_host(host.name, host["address"], port, key, known_hosts_path, expected_fingerprint=fingerprint,
+                      show=show)
+
+
 def _load_key(key_file):
     where = str(key_file)
     try:
@@ -224,24 +238,19 @@ def connect(host, port, user, key_file=None, use_agent=True, legacy=False, known
     return Session(transport, where, user, timeout)
 
 
-def parse_digest(output, algorithm):
-    """The hex digest in a hash tool's output: `HEX  file` (sha256sum, shasum, md5sum) or `MD5 (file) = HEX` (md5)."""
-    length = DIGEST_LENGTH[algorithm]
+def parse_digest(output):
+    """The sha256 hex digest in a tool's output: `HEX  file` (sha256sum, shasum) or `SHA256 (file) = HEX` (BSD)."""
     found = None
     for line in output.splitlines():
-        match = (re.match(rf"\\?([0-9a-fA-F]{{{length}}})(?:\s|$)", line)
-                 or re.search(rf"= ([0-9a-fA-F]{{{length}}})\s*$", line))
+        match = re.match(r"\\?([0-9a-fA-F]{64})(?:\s|$)", line) or re.search(r"= ([0-9a-fA-F]{64})\s*$", line)
         if match:
             found = match.group(1).lower()
     return found
 
 
-def local_digest(path, algorithm):
-    digest = hashlib.new(algorithm)
-    with open(path, "rb") as handle:
-        while block := handle.read(4 * CHUNK):
-            digest.update(block)
-    return digest.hexdigest()
+def sidecar_path(part):
+    """Beside `X.part`, the sha256 and size of the file being sent there (deploy.verify)."""
+    return part + ".src"
 
 
 def _text(parts):
@@ -278,8 +287,9 @@ class Session:
                 raise DeployError(self.where, f"the SFTP subsystem is not available: {_reason(error)}") from None
         return self._sftp
 
-    def run(self, command, timeout=None):
-        """Run `command` in the remote login shell; (exit status, stdout, stderr) as text. -1: no status was sent."""
+    def run(self, command, timeout=None, echo=None):
+        """Run `command` in the remote login shell; (exit status, stdout, stderr) as text. -1: no status was sent.
+        `echo(data, is_stderr)` sees the output as it comes."""
         try:
             channel = self.transport.open_session(timeout=self.timeout)
             channel.exec_command(command)
@@ -294,10 +304,10 @@ class Session:
                 busy = False
                 if channel.recv_ready():
                     out.append(channel.recv(CHUNK))
-                    busy = True
+                    busy = echo is None or echo(out[-1], False) or True
                 if channel.recv_stderr_ready():
                     err.append(channel.recv_stderr(CHUNK))
-                    busy = True
+                    busy = echo is None or echo(err[-1], True) or True
                 if busy:
                     continue
                 if channel.closed or (channel.eof_received and channel.exit_status_ready()):
@@ -308,57 +318,50 @@ class Session:
             status = channel.recv_exit_status()
         return RunResult(status, _text(out), _text(err))
 
-    def upload(self, local_path, remote_path, on_progress=None):
-        """Send a file to `remote_path` via `remote_path.part`, verify it there, then rename it into place.
+    def upload(self, local_path, remote_path, on_progress=None, expected=None):
+        """Send a file to `remote_path` via `remote_path.part`, check its size and sha256 there against `expected`
+        (a StagedFile of the manifest; by default the local file's, hashed first), then rename it into place.
 
-        A `.part` left by an interrupted upload is continued. on_progress(bytes_so_far, total) counts the
-        whole file, so a resumed upload starts part way."""
+        A `.part` left by an interrupted upload is continued when its sidecar (`.part.src`) names the same file.
+        on_progress(bytes_so_far, total) counts the whole file, so a resumed upload starts part way."""
         local_path, remote_path = Path(local_path), str(remote_path)
-        try:
-            size = local_path.stat().st_size
-        except OSError as error:
-            raise DeployError(local_path, _reason(error)) from None
+        expected = Expected.of(expected or local_path)
         part = remote_path + ".part"
         started = time.monotonic()
-        pool, digests = ThreadPoolExecutor(max_workers=1), {}
-
-        def digest_here(algorithm):
-            if algorithm not in digests:
-                digests[algorithm] = pool.submit(local_digest, local_path, algorithm)
-            return digests[algorithm]
-
-        try:
-            if self.hash_tools:
-                digest_here(self.hash_tools[0][2])  # hashed here while the bytes travel
-            offset = self._resume_offset(local_path, part, size)
-            sent = self._send(local_path, part, offset, size, on_progress)
-            verified_by = self._verify(local_path, part, size, digest_here)
-        finally:
-            pool.shutdown(wait=False, cancel_futures=True)
+        offset = self._resume_offset(part, expected)
+        sent = self._send(local_path, part, offset, expected.size, on_progress)
+        verified_by = self._verify(part, expected)
         self._rename(part, remote_path)
-        return Upload(remote_path, size, sent, offset, verified_by, time.monotonic() - started)
+        self._discard(sidecar_path(part))
+        return Upload(remote_path, expected.size, sent, offset, verified_by, time.monotonic() - started)
 
     def _sftp_error(self, doing, error):
         return DeployError(self.where, f"{doing}: {_reason(error)}")
 
-    def _resume_offset(self, local_path, part, size):
+    def _resume_offset(self, part, expected):
+        """The .part's size when its sidecar names this very file; else 0, with no .part left and a sidecar that
+        names this file."""
         try:
             have = self.sftp.stat(part).st_size
         except FileNotFoundError:
-            return 0
+            have = None
         except (IOError, SSHException, EOFError) as error:
             raise self._sftp_error(f"cannot look at {part}", error) from None
-        if not 0 < have <= size:
-            return 0
-        # The full hash comes later; this catches a partial of some other file (an older conversion, say) cheaply.
-        count = min(have, RESUME_CHECK)
         try:
-            with self.sftp.open(part, "rb") as remote, open(local_path, "rb") as local:
-                remote.seek(have - count)
-                local.seek(have - count)
-                return have if remote.read(count) == local.read(count) else 0
+            if have is not None:
+                try:
+                    with self.sftp.open(sidecar_path(part), "rb") as sidecar:
+                        text = sidecar.read(200).decode("ascii", "replace")
+                except FileNotFoundError:
+                    text = None
+                if proves_prefix(text, have, expected):
+                    return have
+                self.sftp.remove(part)  # gone before the sidecar names another file
+            with self.sftp.open(sidecar_path(part), "wb") as sidecar:
+                sidecar.write(sidecar_text(expected).encode("ascii"))
         except (IOError, SSHException, EOFError) as error:
-            raise self._sftp_error(f"cannot read {part} back", error) from None
+            raise self._sftp_error(f"cannot prepare {part}", error) from None
+        return 0
 
     def _send(self, local_path, part, offset, size, on_progress):
         done = offset
@@ -379,31 +382,42 @@ class Session:
                                    f"(run again to resume)", error) from None
         return done - offset
 
-    def _verify(self, local_path, part, size, digest_here):
+    def _verify(self, part, expected):
+        """Check the .part's size and sha256 against `expected`; return how the sha256 was obtained."""
         try:
             have = self.sftp.stat(part).st_size
         except (IOError, SSHException, EOFError) as error:
             raise self._sftp_error(f"cannot look at {part}", error) from None
-        if have != size:
+        digest, how = None, READ_BACK
+        if have == expected.size:
+            digest, how = self._remote_sha256(part, have)
+        try:
+            check(f"{self.where}: {part}", expected, have, digest, how)
+        except DeployError as error:
             self._discard(part)
-            raise DeployError(self.where, f"{part} holds {have} bytes after the upload, {local_path} has {size}; "
-                                          f"removed it, run again")
+            self._discard(sidecar_path(part))
+            raise DeployError(f"{error}; removed it, so the next run sends it afresh") from None
+        return how
+
+    def _remote_sha256(self, part, size):
         # Hashing can take a while on an old machine: allow for 1 MiB/s.
         timeout = 120 + size / (1 << 20)
-        for label, template, algorithm in self.hash_tools:
+        for label, template in self.hash_tools:
             status, out, _ = self.run(template.format(path=_quote(part)), timeout=timeout)
-            remote = parse_digest(out, algorithm) if status == 0 else None
-            if remote is None:
-                continue
-            # Ask the tool that worked first next time.
-            self.hash_tools = ((label, template, algorithm),) + tuple(t for t in self.hash_tools if t[0] != label)
-            local = digest_here(algorithm).result()
-            if remote != local:
-                self._discard(part)
-                raise DeployError(self.where, f"{part} arrived corrupted ({algorithm} {remote} there, {local} here); "
-                                              f"removed it, run again to send it afresh")
-            return label
-        return "size"
+            digest = parse_digest(out) if status == 0 else None
+            if digest is not None:
+                # Ask the tool that worked first next time.
+                self.hash_tools = ((label, template),) + tuple(t for t in self.hash_tools if t[0] != label)
+                return digest, label
+        hasher = Hasher()
+        try:
+            with self.sftp.open(part, "rb") as remote:
+                remote.prefetch(size)
+                while block := remote.read(CHUNK):
+                    hasher(block)
+        except (IOError, SSHException, EOFError) as error:
+            raise self._sftp_error(f"cannot read {part} back to check it", error) from None
+        return hasher.hexdigest(), READ_BACK
 
     def _discard(self, part):
         with contextlib.suppress(IOError, SSHException, EOFError):

@@ -3,6 +3,7 @@
 The servers run on this machine as the current user, so a "remote" path is also a local path the tests can read.
 """
 
+import hashlib
 import os
 import random
 import signal
@@ -14,7 +15,7 @@ import pytest
 
 from deploy import known_hosts
 from deploy.errors import DeployError
-from deploy.sftp import HASH_TOOLS, connect, fetch_host_key, parse_digest, trust_host
+from deploy.sftp import READ_BACK, connect, fetch_host_key, parse_digest, trust_host, trust_inventory_host
 from tests.sshd import keygen, legacy, modern, public_line, sshd, sshd_available
 
 pytestmark = pytest.mark.skipif(not sshd_available(), reason="/usr/sbin/sshd is absent: the SSH tests need the "
@@ -80,6 +81,10 @@ def payload(tmp_path):
     path.parent.mkdir()
     path.write_bytes(random.Random(7).randbytes(SIZE))
     return path
+
+
+def sha256(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def open_modern(server, known, keys, **options):
@@ -312,17 +317,28 @@ def test_upload_resumes_a_partial_file(tmp_path, trusted, modern_server, keys, p
     target = tmp_path / "model.bin"
     half = SIZE // 2 + 12345
     (tmp_path / "model.bin.part").write_bytes(payload.read_bytes()[:half])
+    (tmp_path / "model.bin.part.src").write_text(f"{sha256(payload)} {SIZE}\n")  # what an upload leaves there
     calls = []
     with open_modern(modern_server, trusted, keys) as session:
         record = session.upload(payload, str(target), on_progress=lambda done, total: calls.append(done))
     assert (record.resumed_from, record.bytes_sent, record.verified_by) == (half, SIZE - half, "sha256sum")
     assert calls[0] == half
     assert target.read_bytes() == payload.read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["known_hosts", "local", "model.bin"]
 
 
-def test_a_partial_of_another_file_is_not_continued(tmp_path, trusted, modern_server, keys, payload):
+@pytest.mark.parametrize("sidecar", [None, "another file", "same sha256, other size"])
+def test_a_partial_not_proven_to_be_of_this_file_is_not_continued(tmp_path, trusted, modern_server, keys, payload,
+                                                                  sidecar):
+    """A true prefix without a sidecar, or a partial of another file (model A cut, then model B): sent afresh."""
     target = tmp_path / "model.bin"
-    (tmp_path / "model.bin.part").write_bytes(os.urandom(SIZE // 3))
+    other = random.Random(8).randbytes(SIZE)
+    partial = other if sidecar == "another file" else payload.read_bytes()
+    (tmp_path / "model.bin.part").write_bytes(partial[:SIZE // 3])
+    if sidecar == "another file":
+        (tmp_path / "model.bin.part.src").write_text(f"{hashlib.sha256(other).hexdigest()} {SIZE}\n")
+    elif sidecar:
+        (tmp_path / "model.bin.part.src").write_text(f"{sha256(payload)} {SIZE + 1}\n")
     with open_modern(modern_server, trusted, keys) as session:
         record = session.upload(payload, str(target))
     assert (record.resumed_from, record.bytes_sent) == (0, SIZE)
@@ -358,40 +374,58 @@ def test_interrupted_upload_never_shows_under_the_final_name(tmp_path, trusted, 
 
 
 def test_failed_verification_leaves_the_final_name_alone(tmp_path, trusted, modern_server, keys, payload):
+    """A partial whose sidecar says it is ours, but whose bytes were damaged on the host: the check against the
+    manifest catches it before the rename."""
     target, part = tmp_path / "model.bin", tmp_path / "model.bin.part"
     target.write_bytes(b"the model that works")
     corrupt = bytearray(payload.read_bytes()[:SIZE // 2])
-    corrupt[100] ^= 0xFF  # far from the end, where the cheap resume check looks
+    corrupt[100] ^= 0xFF
     part.write_bytes(bytes(corrupt))
+    (tmp_path / "model.bin.part.src").write_text(f"{sha256(payload)} {SIZE}\n")
     with open_modern(modern_server, trusted, keys, name="rpi4") as session:
         with pytest.raises(DeployError) as error:
             session.upload(payload, str(target))
-        assert one_line(error).startswith(f"rpi4: {part} arrived corrupted (sha256 ")
+        assert one_line(error).startswith(f"rpi4: {part}: arrived corrupted: sha256 ")
+        assert f"the stage manifest says {sha256(payload)}" in one_line(error)
         assert target.read_bytes() == b"the model that works" and not part.exists()
         record = session.upload(payload, str(target))
     assert record.resumed_from == 0 and target.read_bytes() == payload.read_bytes()
 
 
-def test_hash_fallbacks(tmp_path, trusted, modern_server, keys, payload):
-    md5sum = next(tool for tool in HASH_TOOLS if tool[0] == "md5sum")
-    with open_modern(modern_server, trusted, keys) as session:
-        session.hash_tools = (("nosuchsum", "nosuchsum {path}", "sha256"), md5sum)
-        assert session.upload(payload, str(tmp_path / "a.bin")).verified_by == "md5sum"
-        session.hash_tools = ()
-        assert session.upload(payload, str(tmp_path / "b.bin")).verified_by == "size"
+def test_upload_is_checked_against_the_manifest_not_the_local_file(tmp_path, trusted, modern_server, keys, payload):
+    """The staged file changed after staging: what arrives is not what the manifest promises, so no rename."""
+    from deploy.stage import StagedFile
+
+    target = tmp_path / "model.bin"
+    target.write_bytes(b"the model that works")
+    claimed = StagedFile("model.bin", payload, SIZE, "0" * 64)
+    with open_modern(modern_server, trusted, keys, name="rpi4") as session:
+        with pytest.raises(DeployError) as error:
+            session.upload(payload, str(target), expected=claimed)
+    assert f"sha256 {sha256(payload)} (by sha256sum), the stage manifest says {'0' * 64}" in one_line(error)
+    assert target.read_bytes() == b"the model that works"
+    assert not (tmp_path / "model.bin.part").exists() and not (tmp_path / "model.bin.part.src").exists()
+
+
+def test_without_a_sha256_tool_the_file_is_read_back(tmp_path, trusted, legacy_server, keys, payload):
+    """As on Mac OS X 10.4 (md5 only): the sha256 is taken here, of the bytes read back from the host."""
+    with open_legacy(legacy_server, trusted, keys) as session:
+        session.hash_tools = (("nosuchsum", "nosuchsum {path}"),)
+        record = session.upload(payload, str(tmp_path / "b.bin"))
+    assert record.verified_by == READ_BACK
     assert (tmp_path / "b.bin").read_bytes() == payload.read_bytes()
 
 
 def test_parse_digest_reads_each_tools_format():
     sha = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
     md5 = "d41d8cd98f00b204e9800998ecf8427e"
-    assert parse_digest(f"{sha}  model.bin\n", "sha256") == sha
-    assert parse_digest(f"\\{sha}  odd\\nname.bin\n", "sha256") == sha  # GNU escapes odd names
-    assert parse_digest(f"{sha.upper()} *model.bin\n", "sha256") == sha
-    assert parse_digest(f"MD5 (model.bin) = {md5}\n", "md5") == md5  # BSD md5, Mac OS X 10.4
-    assert parse_digest(f"welcome to the machine\n{md5}  model.bin\n", "md5") == md5
-    assert parse_digest(f"{md5}  model.bin\n", "sha256") is None
-    assert parse_digest("md5: model.bin: No such file or directory\n", "md5") is None
+    assert parse_digest(f"{sha}  model.bin\n") == sha
+    assert parse_digest(f"\\{sha}  odd\\nname.bin\n") == sha  # GNU escapes odd names
+    assert parse_digest(f"{sha.upper()} *model.bin\n") == sha
+    assert parse_digest(f"SHA256 (model.bin) = {sha}\n") == sha  # BSD sha256
+    assert parse_digest(f"welcome to the machine\n{sha}  model.bin\n") == sha
+    assert parse_digest(f"{md5}  model.bin\n") is None
+    assert parse_digest("shasum: model.bin: No such file or directory\n") is None
 
 
 def test_upload_of_a_missing_file_is_one_line(tmp_path, trusted, modern_server, keys):
@@ -414,3 +448,23 @@ def test_run_returns_status_and_output(trusted, legacy_server, keys):
         with pytest.raises(DeployError) as error:
             session.run("sleep 20", timeout=1)
         assert "still running after 1 s" in one_line(error)
+
+
+def test_trust_an_inventory_host_or_say_it_has_no_ssh(tmp_path, modern_server):
+    from deploy.inventory import Host
+
+    known = tmp_path / "known_hosts"
+    pi = Host("rpi4", ("pis",), {"target": "rpi4", "connection": "sftp", "address": modern_server.host,
+                                 "port": modern_server.port, "ssh": {"user": "pi"}})
+    with pytest.raises(DeployError) as error:
+        trust_inventory_host(pi, "SHA256:nope", known, show=False)
+    assert "nothing recorded" in one_line(error) and not known.exists()
+    record = trust_inventory_host(pi, None, known, show=False)
+    assert record.entry == f"[127.0.0.1]:{modern_server.port}" and known.exists()
+    for name, connection in (("pixel6", "adb"), ("win98-p2-emu", "emulator"), ("win98", "ftp-serve")):
+        host = Host(name, (), {"target": "pixel6", "connection": connection})
+        with pytest.raises(DeployError) as error:
+            trust_inventory_host(host, None, known, show=False)
+        assert one_line(error).startswith(f"{name}: host {name} connects by ") and "it has no SSH" in str(error.value)
+    with pytest.raises(DeployError, match="^pixel6: host pixel6 connects by adb; it has no SSH"):
+        trust_inventory_host(Host("pixel6", (), {"connection": "adb"}), show=False)
