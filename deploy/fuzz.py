@@ -465,7 +465,7 @@ def save_case(case, outcome, build, folder):
 
 
 def load_cases(folder):
-    """[(name, build, Case, xfail reason or None)] of every kept regression case."""
+    """[(name, build, Case)] of every kept regression case."""
     found = []
     for meta_path in sorted(Path(folder).glob("*/case.json")):
         meta = json.loads(meta_path.read_text())
@@ -473,7 +473,7 @@ def load_cases(folder):
         model = where / "model.bin"  # absent: the case passes a folder as the checkpoint
         case = Case(model.read_bytes() if model.exists() else None, (where / "tokenizer.bin").read_bytes(),
                     meta["args"], meta.get("vocab_size", 0), meta.get("note", ""))
-        found.append((where.name, meta["build"], case, meta.get("xfail")))
+        found.append((where.name, meta["build"], case))
     return found
 
 

@@ -17,7 +17,7 @@ TARGETS_DIR = ROOT / "targets"
 
 KERNELS = ["scalar", "rows4", "sse", "neon", "altivec"]
 KERNEL_FEATURE = {"sse": "sse", "neon": "neon", "altivec": "altivec"}
-MIN_READ_CHUNK = 4096  # the loader reads weights in pieces of this many bytes; ports/run.c.j2 refuses less too
+MIN_READ_CHUNK = 4096  # bytes the loader reads at a time; ports/run.c.j2 refuses less too
 
 @dataclasses.dataclass(frozen=True)
 class Number:
@@ -74,7 +74,8 @@ POSITIVE = Number(low=1)
 PORT = {"dialect": Required(["c89", "gnu89", "gnu99"]), "kernel": Required(KERNELS),
         "loader": Required(["fread", "mmap"]), "timer": Required(["clock_gettime", "gettickcount", "mach", "clock"]),
         "threads": Required(["none", "openmp"]), "math": ["libm", "portable"],
-        "allocator": Required(["malloc", "virtualalloc"]), "memory_cap_mb": POSITIVE, "read_chunk": POSITIVE}
+        "allocator": Required(["malloc", "virtualalloc"]), "memory_cap_mb": POSITIVE,
+        "read_chunk": Number(low=MIN_READ_CHUNK)}
 TOOLCHAIN = {
     "name": Required(str), "kind": Required(["native", "cross", "bundle"]), "cc": Required(str), "packages": [str],
     "pip": [str], "flags": [str], "exact_flags": [str], "libs": [str],
@@ -302,8 +303,6 @@ def _check_combinations(data, path):
         raise DeployError(path, f"'cpu.word_bits' is 64, but {cpu['arch']} is a 32-bit CPU")
     if port.get("threads") == "openmp" and cpu.get("cores", 1) < 2:
         raise DeployError(path, "'port.threads' is openmp, but cpu.cores is 1")
-    if port.get("read_chunk", MIN_READ_CHUNK) < MIN_READ_CHUNK:
-        raise DeployError(path, f"'port.read_chunk' is {port['read_chunk']}; at least {MIN_READ_CHUNK} bytes")
     if port.get("timer") == "gettickcount" and data["os"] != "windows98":
         raise DeployError(path, "'port.timer' gettickcount needs a Windows os")
     _check_file_names(data, path)

@@ -32,7 +32,7 @@ def _profile(tmp_path, text, name="t"):
     ("extends: host\nname: t\nport: {kernel: altivec}\n", "'port.kernel' is altivec, but cpu.features lacks altivec"),
     ("extends: host\nname: t\ncpu: {arch: powerpc, features: []}\nport: {kernel: scalar}\n",
      "'cpu.word_bits' is 64, but powerpc is a 32-bit CPU"),
-    ("extends: host\nname: t\nport: {read_chunk: 3}\n", "'port.read_chunk' is 3; at least 4096 bytes"),
+    ("extends: host\nname: t\nport: {read_chunk: 3}\n", "'port.read_chunk' is 3, expected an integer from 4096"),
     ("extends: nothing\nname: t\n", "extends unknown target 'nothing'"),
     ("name: t\ncpu: [\n", "not valid YAML"),
 ])
