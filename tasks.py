@@ -9,23 +9,25 @@ from invoke import Collection, task
 from deploy.console import console, main_guard
 
 
-def _build(target, exact, toolchain=None, force=False):
+def _build(target, exact, toolchain=None, force=False, upstream=False):
     from deploy.build import build
     from deploy.plan import make_plan
     from deploy.profile import load_profile
 
-    return build(make_plan(load_profile(target), exact=exact, toolchain=toolchain), force=force)
+    mode = "upstream" if upstream else None
+    return build(make_plan(load_profile(target), exact=exact, toolchain=toolchain, mode=mode), force=force)
 
 
 @task(help={"target": "target profile name (see targets/), or all", "exact": "scalar kernel and portable math: "
             "the same bytes on every target", "toolchain": "use this toolchain of the profile (e.g. borland)",
-            "force": "rebuild even when nothing changed"})
-def build(c, target="host", exact=False, toolchain=None, force=False):
+            "force": "rebuild even when nothing changed",
+            "upstream": "scalar kernel and libm: prints what upstream llama2.c run.c/runq.c print"})
+def build(c, target="host", exact=False, toolchain=None, force=False, upstream=False):
     """Render the port for a target and compile it (or write its bundle); prints the output's path."""
     from deploy.profile import known_targets
 
     if target != "all":
-        result = main_guard(_build, target, exact, toolchain, force)
+        result = main_guard(_build, target, exact, toolchain, force, upstream)
         state = "unchanged" if result.skipped else f"built in {result.seconds:.1f} s"
         if not result.ran:
             state = f"bundle to build on the target with {result.plan.toolchain['script']}"
@@ -42,7 +44,7 @@ def build(c, target="host", exact=False, toolchain=None, force=False):
         for entry in main_guard(load_profile, name).toolchains:
             if entry.get("kind") == "bundle" or toolchain_present(entry):
                 with console.status(f"building {name} with {entry['name']}"):
-                    results.append(main_guard(_build, name, exact, entry["name"], force))
+                    results.append(main_guard(_build, name, exact, entry["name"], force, upstream))
     console.print(build_table(results))
 
 
@@ -53,13 +55,13 @@ def _passthrough(c):
     return shlex.split(c.remainder)
 
 
-def _run(target, model, tokenizer, exact, convert, args):
+def _run(target, model, tokenizer, exact, convert, args, upstream=False):
     from deploy.convert import model_for_target
     from deploy.models import resolve
     from deploy.runner import run_program
 
     model, tokenizer = resolve(model, tokenizer)
-    result = _build(target, exact)
+    result = _build(target, exact, upstream=upstream)
     model_path, tokenizer_path = model_for_target(result.plan.profile, model, tokenizer,
                                                   result.plan.out_dir / "model", convert)
     return run_program(result.plan, [model_path, "-z", tokenizer_path, *args])
@@ -68,10 +70,11 @@ def _run(target, model, tokenizer, exact, convert, args):
 @task(help={"target": "target profile name", "model": "catalog name (models.list) or checkpoint file",
             "tokenizer": "tokenizer.bin (a catalog model brings its own)",
             "exact": "use the exact build (the same bytes on every target)",
-            "convert": "convert the files to the target's byte order when needed (--no-convert refuses instead)"})
-def run(c, model="tiny260k", tokenizer=None, target="host", exact=False, convert=True):
+            "convert": "convert the files to the target's byte order when needed (--no-convert refuses instead)",
+            "upstream": "use the upstream build (prints what upstream llama2.c prints)"})
+def run(c, model="tiny260k", tokenizer=None, target="host", exact=False, convert=True, upstream=False):
     """Build if needed and run the program (under the target's emulator); arguments after `--` go to the program."""
-    done = main_guard(_run, target, model, tokenizer, exact, convert, _passthrough(c))
+    done = main_guard(_run, target, model, tokenizer, exact, convert, _passthrough(c), upstream)
     raise SystemExit(done.returncode)
 
 
