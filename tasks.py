@@ -62,23 +62,25 @@ def _target(name):
     return load_profile(name)
 
 
-def _build(target, exact, toolchain=None, force=False):
+def _build(target, exact, toolchain=None, force=False, upstream=False):
     from deploy.build import build
     from deploy.plan import make_plan
 
-    return build(make_plan(_target(target), exact=exact, toolchain=toolchain), force=force)
+    mode = "upstream" if upstream else None
+    return build(make_plan(_target(target), exact=exact, toolchain=toolchain, mode=mode), force=force)
 
 
 @task(help={"target": "target profile name (see targets/), or all", "exact": "scalar kernel and portable math: "
             "the same bytes on every target", "toolchain": "use this toolchain of the profile (e.g. borland)",
-            "force": "rebuild even when nothing changed"})
-def build(c, target="host", exact=False, toolchain=None, force=False):
+            "force": "rebuild even when nothing changed",
+            "upstream": "scalar kernel and libm: prints what upstream llama2.c run.c/runq.c print"})
+def build(c, target="host", exact=False, toolchain=None, force=False, upstream=False):
     """Render the port for a target and compile it (or write its bundle); prints the output's path."""
     from deploy.profile import known_targets
 
     if target != "all":
         with console.status(f"building {target}"):
-            result = _build(target, exact, toolchain, force)
+            result = _build(target, exact, toolchain, force, upstream)
         state = "unchanged" if result.skipped else f"built in {result.seconds:.1f} s"
         if not result.ran:
             state = f"bundle to build on the target with {result.plan.toolchain['script']}"
@@ -93,7 +95,7 @@ def build(c, target="host", exact=False, toolchain=None, force=False):
         for entry in _target(name).toolchains:
             if entry.get("kind") == "bundle" or toolchain_present(entry):
                 with console.status(f"building {name} with {entry['name']}"):
-                    results.append(_build(name, exact, entry["name"], force))
+                    results.append(_build(name, exact, entry["name"], force, upstream))
     console.print(build_table(results))
 
 
@@ -115,8 +117,10 @@ def _echo(data, is_stderr):
             "host": "run on this inventory host instead (deploys first; SSH, adb or emulated)",
             "inventory": "inventory file (default inventory.yaml)",
             "exact": "use the exact build (the same bytes on every target)",
-            "convert": "convert the files to the target's byte order when needed (--no-convert refuses instead)"})
-def run(c, model="tiny260k", tokenizer=None, target="host", host=None, inventory=None, exact=False, convert=True):
+            "convert": "convert the files to the target's byte order when needed (--no-convert refuses instead)",
+            "upstream": "use the upstream build (prints what upstream llama2.c prints)"})
+def run(c, model="tiny260k", tokenizer=None, target="host", host=None, inventory=None, exact=False, convert=True,
+        upstream=False):
     """Build if needed and run the program (under the target's emulator, or on --host); arguments after `--` go to
     the program."""
     from deploy.models import resolve
@@ -127,7 +131,7 @@ def run(c, model="tiny260k", tokenizer=None, target="host", host=None, inventory
     from deploy.convert import model_for_target
     from deploy.runner import run_program
 
-    result = _build(target, exact)
+    result = _build(target, exact, upstream=upstream)
     model_path, tokenizer_path = model_for_target(result.plan.profile, model, tokenizer,
                                                   result.plan.out_dir / "model", convert)
     raise SystemExit(run_program(result.plan, [model_path, "-z", tokenizer_path, *_passthrough(c)],

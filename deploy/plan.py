@@ -11,8 +11,11 @@ from deploy.errors import DeployError
 from deploy.profile import ROOT
 
 BUILD_DIR = ROOT / "build"
-# Flags every C build gets: no fused multiply-add, so products round to float exactly as in the scalar reference.
-COMMON_FLAGS = ["-ffp-contract=off"]
+# exact: the oracle (scalar kernel, portable math, the same bits on every target); upstream: what upstream llama2.c's
+# run.c/runq.c print (scalar kernel, this machine's libm); fast: the profile's kernel and threads, sums reordered.
+MODES = ("fast", "exact", "upstream")
+# Flags the exact and upstream builds get: no fused multiply-add, so products round to float as in the reference.
+ORACLE_FLAGS = ["-ffp-contract=off"]
 
 
 def compiler_argv(toolchain):
@@ -37,10 +40,14 @@ def install_hint(toolchain):
 @dataclasses.dataclass(frozen=True)
 class BuildPlan:
     profile: object
-    exact: bool
+    mode: str
     toolchain: dict
     port: dict  # the template's branch choices
     out_dir: Path
+
+    @property
+    def exact(self):
+        return self.mode == "exact"
 
     @property
     def target(self):
@@ -61,7 +68,9 @@ class BuildPlan:
     @property
     def cflags(self):
         tc = self.toolchain
-        flags = [*tc.get("flags", []), f"-std={self.port['dialect']}", *COMMON_FLAGS]
+        flags = [*tc.get("flags", []), f"-std={self.port['dialect']}"]
+        if self.mode != "fast":
+            flags += ORACLE_FLAGS
         if self.port["threads"] == "openmp":
             flags.append("-fopenmp")
         if self.exact:
@@ -78,22 +87,26 @@ class BuildPlan:
 
     def template_context(self):
         files = self.profile["files"]
-        return {"target": self.target, **self.port, "tokenizer_name": files["tokenizer"]}
+        return {"target": self.target, "mode": self.mode, **self.port, "tokenizer_name": files["tokenizer"]}
 
 
-def make_plan(profile, exact=False, toolchain=None, build_dir=None, variant=None):
-    """The build plan for `profile`. Exact mode swaps in the scalar kernel, one thread and the portable math
-    functions, so that every target's exact build prints the same bytes as every other's. `variant` overrides port
+def make_plan(profile, exact=False, toolchain=None, build_dir=None, variant=None, mode=None):
+    """The build plan for `profile` in `mode` (fast unless `exact` says exact). Exact mode swaps in the scalar
+    kernel, one thread and the portable math functions, so that every target's exact build prints the same bytes as
+    every other's; upstream mode the scalar kernel and one thread with this machine's libm. `variant` overrides port
     branches (a benchmark's plain scalar build, say) and names its own output folder."""
+    mode = mode or ("exact" if exact else "fast")
+    if mode not in MODES:
+        raise DeployError(f"unknown build mode '{mode}' (known: {', '.join(MODES)})")
     entry = choose_toolchain(profile, toolchain)
     port = {"read_chunk": 65536, "memory_cap_mb": 0, "math": "libm", **profile.port, **entry.get("port", {})}
-    if exact:
-        port.update(kernel="scalar", threads="none", math="portable")
+    if mode != "fast":
+        port.update(kernel="scalar", threads="none", math="portable" if mode == "exact" else "libm")
     port.update(variant or {})
-    suffix = ("-" + entry["name"] if entry.get("kind") == "bundle" else "") + ("-exact" if exact else "")
+    suffix = ("-" + entry["name"] if entry.get("kind") == "bundle" else "") + ("" if mode == "fast" else "-" + mode)
     suffix += "".join(f"-{key}-{value}" for key, value in sorted((variant or {}).items()))
     out_dir = Path(build_dir or BUILD_DIR) / (profile.name + suffix)
-    return BuildPlan(profile, exact, entry, port, out_dir)
+    return BuildPlan(profile, mode, entry, port, out_dir)
 
 
 def choose_toolchain(profile, wanted=None):

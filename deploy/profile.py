@@ -15,8 +15,8 @@ from deploy.errors import DeployError
 ROOT = Path(__file__).resolve().parent.parent
 TARGETS_DIR = ROOT / "targets"
 
-KERNELS = ["scalar", "rows4", "sse", "neon", "altivec"]
-KERNEL_FEATURE = {"sse": "sse", "neon": "neon", "altivec": "altivec"}
+KERNELS = ["scalar", "x87", "sse", "avx2", "neon", "altivec", "armv6"]  # ports/kernels/<name>.c.j2
+KERNEL_FEATURE = {"x87": "x87", "sse": "sse2", "avx2": "sse2", "neon": "neon", "altivec": "altivec", "armv6": "vfpv2"}
 MIN_READ_CHUNK = 4096  # bytes the loader reads at a time; ports/run.c.j2 refuses less too
 
 @dataclasses.dataclass(frozen=True)

@@ -27,6 +27,14 @@ def build_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def host_plan(build_dir):
+    """The upstream build: prints what upstream llama2.c prints, equal to the reference to the last bit."""
+    plan = make_plan(load_profile("host"), mode="upstream", build_dir=build_dir)
+    build(plan)
+    return plan
+
+
+@pytest.fixture(scope="session")
+def host_fast_plan(build_dir):
     plan = make_plan(load_profile("host"), build_dir=build_dir)
     build(plan)
     return plan

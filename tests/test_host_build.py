@@ -53,7 +53,7 @@ def test_unshared_classifier_and_odd_sizes(host_plan, tmp_path, version):
     compare_with_reference(host_plan, tmp_path / "m.bin", tmp_path / "t.bin", tmp_path, "the", 30, 0.9, 0.9, 5)
 
 
-def test_exact_and_default_builds_print_the_same(host_plan, host_exact_plan, tiny_files):
+def test_exact_and_upstream_builds_print_the_same(host_plan, host_exact_plan, tiny_files):
     args = [*tiny_files[:1], "-z", tiny_files[1], "-n", 100, "-t", 0.9, "-s", 4]
     assert run_binary(host_plan.program, *args).stdout == run_binary(host_exact_plan.program, *args).stdout
 

@@ -28,7 +28,7 @@ def _profile(tmp_path, text, name="t"):
     ("extends: host\nname: t\ncpu: {endianess: big}\n", "unknown key 'cpu.endianess' (allowed: arch, model"),
     ("extends: host\nname: t\ncpu: {cores: two}\n", "'cpu.cores' is 'two', expected an integer"),
     ("extends: host\nname: t\nport: {kernel: mmx}\n",
-     "'port.kernel' is 'mmx'; allowed: scalar, rows4, sse, neon, altivec"),
+     "'port.kernel' is 'mmx'; allowed: scalar, x87, sse, avx2, neon, altivec, armv6"),
     ("extends: host\nname: t\nport: {kernel: altivec}\n", "'port.kernel' is altivec, but cpu.features lacks altivec"),
     ("extends: host\nname: t\ncpu: {arch: powerpc, features: []}\nport: {kernel: scalar}\n",
      "'cpu.word_bits' is 64, but powerpc is a 32-bit CPU"),
