@@ -31,7 +31,7 @@ SCHEMA = {
     "extends": str,
     "cpu": {"arch": ["x86_64", "i686", "powerpc", "aarch64", "armv6", "armv7"], "model": str, "features": [str],
             "endianness": ["little", "big"], "word_bits": [32, 64], "cores": int, "clock_mhz": int},
-    "memory": {"ram_mb": int, "bandwidth_mb_s": int, "mflops": int, "source": str},
+    "memory": {"ram_mb": int, "os_mb": int, "bandwidth_mb_s": int, "mflops": int, "source": str},
     "disk": {"size_mb": int, "filesystem": str, "max_file_bytes": int, "names": ["posix", "8.3"]},
     "os": ["linux", "windows98", "macosx", "android"],
     "port": {"dialect": ["c89", "gnu89", "gnu99"], "kernel": KERNELS, "loader": ["fread", "mmap"],
