@@ -1,6 +1,7 @@
 """Command-line tasks (invoke). Each task parses its options and calls into the deploy package, where the work is."""
 
 import shlex
+from json import dumps
 import sys
 from pathlib import Path
 
@@ -272,15 +273,21 @@ def trust(c, host, fingerprint=None):
 
 
 @task(help={"target": "target profile", "model": "catalog name or checkpoint path",
-            "tokenizer": "tokenizer.bin (a catalog model brings its own)"})
-def plan(c, target, model="tiny260k", tokenizer=None):
+            "tokenizer": "tokenizer.bin (a catalog model brings its own)",
+            "json": "print the machine model's rows as JSON (one object per target, model and version)"})
+def plan(c, target, model="tiny260k", tokenizer=None, json=False):
     """Does the model fit the target (memory, disk, file size, names)? What would fit instead? How fast should it be?"""
     from deploy.planner import plan_model
     from deploy.report import plan_tables
 
     report = main_guard(plan_model, target, model, tokenizer)
-    for table in plan_tables(*report):
-        console.print(table)
+    if json:
+        from deploy.report import speed_json
+
+        print(dumps(speed_json(report[-1]), indent=1))
+    else:
+        for table in plan_tables(*report):
+            console.print(table)
     if not report[3].ok:
         raise SystemExit(1)
 
@@ -307,13 +314,18 @@ def bench(c, target=None, host=None, model="tiny260k", tokenizer=None, runs=5, n
                   f"(recorded in results/bench.jsonl)")
 
 
-@task(help={"out": "folder for the chart (PNG and SVG)"})
-def report(c, out="results"):
+@task(help={"out": "folder for the chart (PNG and SVG)",
+            "json": "print the machine model's rows as JSON (one object per target, model and version)"})
+def report(c, out="results", json=False):
     """Measured vs published vs predicted, per target and model, as a table and a chart."""
-    from deploy.report import results_report
+    from deploy.report import machine_model_rows, results_report, speed_json, speed_table
 
+    if json:
+        print(dumps(speed_json(main_guard(machine_model_rows)), indent=1))
+        return
     table, charts = main_guard(results_report, out)
     console.print(table)
+    console.print(speed_table(main_guard(machine_model_rows)))
     for chart in charts:
         console.print(f"chart: {chart}")
 

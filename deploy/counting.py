@@ -16,6 +16,7 @@ import hashlib
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -82,7 +83,8 @@ def ours_fingerprint(plan):
     from deploy.render import render_run_c
 
     files = sorted(p for p in (ROOT / "ports").rglob("*") if p.is_file() and "tools" not in p.parts)
-    return _hash(render_run_c(plan), *(p.read_bytes() for p in files), " ".join(plan.compile_command()[1:]))
+    flags = [plan.toolchain.get("cc", ""), *plan.cflags, *plan.toolchain.get("libs", [])]
+    return _hash(render_run_c(plan), *(p.read_bytes() for p in files), " ".join(flags))
 
 
 def ours(target, work):
@@ -93,7 +95,15 @@ def ours(target, work):
     plan = make_plan(load_profile(target), build_dir=Path(work) / "build")
     build(plan)
     return Program(f"ours ({target})", plan.program, lambda m, t, n: [m, "-z", t, "-n", n, "-t", "0"],
-                   ours_fingerprint(plan), " ".join(plan.compile_command()))
+                   ours_fingerprint(plan), " ".join(plan.compile_command()).replace(str(work) + "/", "").replace(
+                       sys.executable, "python"))
+
+
+UPSTREAM_BUILDS = {  # Borys's G3 (no AltiVec); the Pentium II and G4 stand-ins of peers/README.md
+    "G3": ("powerpc-linux-gnu-gcc", ["-mcpu=750"]),
+    "P2": ("i686-linux-gnu-gcc", ["-march=pentium2"]),
+    "G4": ("powerpc-linux-gnu-gcc", ["-mcpu=7450", "-maltivec", "-mabi=altivec"]),
+}
 
 
 def peer(name, work):
@@ -115,16 +125,18 @@ def peer(name, work):
         command = ["powerpc-linux-gnu-gcc", "-std=gnu99", "-O2", "-mcpu=7450", *vector, "-static", "-I", u, "-o",
                    work / name.replace(" ", "-"), *sources, "-lm"]
         argv = (lambda m, t, n: [m, t, n])
-    elif name == "upstream run.c G3":  # Borys: upstream run.c, gcc -O3 (make run), no AltiVec
+    elif name.startswith("upstream run.c "):  # make run's -O3, for the CPU (peers/README.md build lines)
         source = PEERS / "llama2.c" / "run.c"
-        command = ["powerpc-linux-gnu-gcc", "-O3", "-mcpu=750", "-static", "-o", work / "run-g3", source, "-lm"]
+        compiler, flags = UPSTREAM_BUILDS[name.split()[-1]]
+        command = [compiler, "-O3", *flags, "-static", "-o", work / f"run-{name.split()[-1]}", source, "-lm"]
         sources, argv = [source], upstream_argv
     else:
         raise DeployError(name, "unknown peer program")
     _run(command, f"building {name}")
-    command_text = " ".join(str(c) for c in command)
-    return Program(name, Path(command[command.index("-o") + 1]), argv,
-                   _hash(*(Path(s).read_bytes() for s in sources), command_text), command_text)
+    output = Path(command[command.index("-o") + 1])
+    command_text = " ".join(str(c) for c in command).replace(str(output), output.name).replace(
+        str(PEERS), "../shared/peers").replace(str(ROOT) + "/", "")
+    return Program(name, output, argv, _hash(*(Path(s).read_bytes() for s in sources), command_text), command_text)
 
 
 def synthetic_files(work, shape_name, layers, version, byteorder):

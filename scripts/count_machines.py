@@ -6,7 +6,8 @@ ullm scalar and AltiVec at -O2 for Rossignol, upstream run.c -O3 without AltiVec
 own build of each target in fp32 and int8, on synthetic models of the public models' shapes (deploy.counting).
 Takes about 10-20 minutes on this 2-core machine. Re-run it when plan or report says a count is stale.
 
-Usage: .venv/bin/python scripts/count_machines.py [--machine pentium2 ...] [--only-published] [--out FILE]
+Usage: .venv/bin/python scripts/count_machines.py [--machine pentium2 ...] [--only-published] [--force] [--out FILE]
+(entries whose program is unchanged are kept unless --force)
 """
 
 import argparse
@@ -19,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from deploy import counting  # noqa: E402
 from deploy.atomic import partial_name  # noqa: E402
+from deploy.errors import DeployError  # noqa: E402
 from deploy.machine_model import (COUNTS, MACHINES, OUR_MODELS, PUBLISHED, TARGET_MACHINE, entry_key,  # noqa: E402
                                   load_counts)
 
@@ -41,6 +43,7 @@ def main():
     parser.add_argument("--machine", action="append", choices=sorted(MACHINES))
     parser.add_argument("--only-published", action="store_true")
     parser.add_argument("--out", default=str(COUNTS))
+    parser.add_argument("--force", action="store_true", help="recount entries whose program has not changed")
     args = parser.parse_args()
     out = Path(args.out)
     data = load_counts(out)
@@ -56,9 +59,15 @@ def main():
             if (kind, name) not in programs:
                 programs[(kind, name)] = counting.ours(name, work) if kind == "ours" else counting.peer(name, work)
             program = programs[(kind, name)]
-            started = time.monotonic()
-            result = counting.count(machine, program, model, version, work)
             key = entry_key(machine_key, program.name, model, version)
+            if not args.force and entries.get(key, {}).get("fingerprint") == program.fingerprint:
+                continue
+            started = time.monotonic()
+            try:
+                result = counting.count(machine, program, model, version, work)
+            except DeployError as error:
+                print(f"{key}: not counted: {error}", flush=True)
+                continue
             entries[key] = {"key": key, "machine": machine_key, "program": program.name, "model": model,
                             "version": version, "target": name if kind == "ours" else "",
                             "fingerprint": program.fingerprint, "command": program.command,
