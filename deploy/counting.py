@@ -154,18 +154,19 @@ def synthetic_files(work, shape_name, layers, version, byteorder):
 
 
 def measure_run(machine, program, model, tokenizer, steps, work):
-    """One run's figures: {name: value} (callgrind + P6 cost, or plugin blocks + the core's cost)."""
+    """One run's figures: {name: value} (callgrind + P6 cost, or plugin blocks + the core's cost). Runs in `work`:
+    llama98.c writes a debug.log into its working directory."""
     argv = [program.path, *map(str, program.argv(model, tokenizer, steps))]
     out = Path(work) / f"counts-{os.getpid()}-{time.monotonic_ns()}.out"
     try:
         if machine.method == "callgrind":
             env = {**os.environ, "GLIBC_TUNABLES": p6_model.NO_SSE}
-            _run(p6_model.callgrind_command(out, argv), f"{program.name} under callgrind", env=env)
+            _run(p6_model.callgrind_command(out, argv), f"{program.name} under callgrind", env=env, cwd=work)
             cost = p6_model.cost(p6_model.read_callgrind(out), _disassembly(program.path))
             return {**cost.as_dict(), "cycles": cost.cycles}
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
         _run([*machine.emulator, "-plugin", f"{plugin(work)},out={out}", *argv], f"{program.name} under qemu",
-             env=env)
+             env=env, cwd=work)
         cycles, instructions, _ = guest_model.run_cycles(guest_model.CORES[machine.core],
                                                          guest_model.read_blocks(out))
         return {"instructions": instructions, "cycles": cycles}
