@@ -120,12 +120,6 @@ def streamed_bytes(machine, config, version, window):
     return total if total > machine.cache_kb * 1024 else 0.0
 
 
-def load_profile_for(target):
-    from deploy.profile import load_profile
-
-    return load_profile(target)
-
-
 def bandwidth_fraction(counts, profiles):
     """The PowerPC machines' one fitted constant: the fraction of peak bus bandwidth a stream achieves, from the
     published figure marked fit=True (None when its count is missing)."""
@@ -163,9 +157,7 @@ def predict_tok_s(entry, machine_key, config, version, profile=None, fraction=No
     machine = MACHINES[machine_key]
     per = entry["per_token"]
     if machine.method == "callgrind":
-        cycles = per["core_cycles"] + p6_model.L2_HIT_CYCLES * per["l2_hits"] + p6_model.L2_MISS_CYCLES * per[
-            "l2_misses"]
-        return p6_model.CLOCK_HZ / cycles
+        return p6_model.CLOCK_HZ / p6_model.cycles(per["core_cycles"], per["l2_hits"], per["l2_misses"])
     clock = ((profile or {}).get("cpu") or {}).get("clock_mhz") or machine.clock_mhz
     seconds = per["cycles"] / (clock * 1e6) / threads(profile)
     if machine.fitted and fraction is None:

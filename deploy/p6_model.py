@@ -54,7 +54,7 @@ class Instruction:
 
 
 @dataclasses.dataclass
-class Profile:
+class Callgrind:
     """One callgrind run: self cost per instruction address, per function, and the event totals."""
     costs: dict  # function -> {address: [Ir, Dr, Dw, I1mr, D1mr, D1mw, ILmr, DLmr, DLmw]}
     totals: dict
@@ -108,7 +108,7 @@ def read_callgrind(path):
                     cell[index] += value
     if not events:
         raise DeployError(path, "not a callgrind output file (no events line)")
-    return Profile(dict(costs), totals, calls)
+    return Callgrind(dict(costs), totals, calls)
 
 
 def _name(field, names):
@@ -121,12 +121,10 @@ def _name(field, names):
 
 
 def _position(field, previous):
+    """A callgrind position: "*" (same), "+N"/"-N" (relative) or absolute, each decimal or 0x-hex."""
     if field == "*":
         return previous
-    if field[0] in "+-":
-        return previous + int(field, 0) if not field[1:].startswith("0x") else previous + int(field[0] + "1") * int(
-            field[1:], 16)
-    return int(field, 16) if field.startswith("0x") else int(field)
+    return previous + int(field, 0) if field[0] in "+-" else int(field, 0)
 
 
 def uops_and_ports(instruction):
@@ -187,10 +185,9 @@ def _is_memory(operand):
 
 def _base(mnemonic):
     """Drop AT&T size suffixes where they are not part of the name (movl -> mov, fadds -> fadd, fildl -> fild)."""
-    for stem in ("fild", "fistp", "fisttp", "fist", "fiadd", "fimul", "fisub", "fidiv", "fstp", "fst", "fld",
-                 "fadd", "fsub", "fmul", "fdiv", "fcom", "fucom", "fnstcw", "fldcw", "fnstsw",
-                 "cmov", "set", "movz", "movs"):
-        if mnemonic.startswith(stem) and stem not in ("fld", "fst", "fstp", "fadd", "fsub", "fmul", "fdiv"):
+    for stem in ("fild", "fistp", "fisttp", "fist", "fiadd", "fimul", "fisub", "fidiv", "fcom", "fucom", "fnstcw",
+                 "fldcw", "fnstsw", "cmov", "set", "movz", "movs"):
+        if mnemonic.startswith(stem):
             return stem
     if mnemonic in ("flds", "fldl", "fldt"):
         return "fld"
@@ -238,10 +235,15 @@ class Cost:
 
     @property
     def cycles(self):
-        return self.core_cycles + L2_HIT_CYCLES * self.l2_hits + L2_MISS_CYCLES * self.l2_misses
+        return cycles(self.core_cycles, self.l2_hits, self.l2_misses)
 
     def as_dict(self):
         return dataclasses.asdict(self)
+
+
+def cycles(core_cycles, l2_hits, l2_misses):
+    """Cycles with the misses: not overlapped with the core's work."""
+    return core_cycles + L2_HIT_CYCLES * l2_hits + L2_MISS_CYCLES * l2_misses
 
 
 def cost(profile, code):

@@ -6,6 +6,7 @@ import shutil
 import pytest
 
 from deploy import counting, guest_model, machine_model, p6_model
+from deploy.profile import load_profile
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +37,7 @@ def test_at_most_one_fitted_constant_and_it_is_not_checked_against_itself(rows):
                and not r.fitted_here]
     assert len(checked) == 2  # Rossignol's AltiVec figure and Borys's G3
     fraction = machine_model.bandwidth_fraction(machine_model.load_counts(),
-                                                {"powerbook-g4": machine_model.load_profile_for("powerbook-g4")})
+                                                {"powerbook-g4": load_profile("powerbook-g4")})
     assert 0.05 < fraction < 1.0  # a stream achieves a fraction of the bus's peak, never more
 
 
