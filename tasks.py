@@ -7,6 +7,7 @@ it started (exit 130). Long options only: a short flag would mean different thin
 import inspect
 import shlex
 import sys
+from json import dumps
 from pathlib import Path
 
 import invoke
@@ -343,16 +344,22 @@ def trust(c, host=None, fingerprint=None, inventory=None):
 
 
 @task(help={"target": "target profile", "model": "catalog name or checkpoint path",
-            "tokenizer": "catalog name or tokenizer.bin (a catalog model brings its own)"})
-def plan(c, target=None, model="tiny260k", tokenizer=None):
+            "tokenizer": "catalog name or tokenizer.bin (a catalog model brings its own)",
+            "json": "print the machine model's rows as JSON (one object per target, model and version)"})
+def plan(c, target=None, model="tiny260k", tokenizer=None, json=False):
     """Does the model fit the target (memory, disk, file size, names)? What would fit instead? How fast should it be?"""
     from deploy.planner import plan_model
     from deploy.report import plan_tables
 
     target = check.required("target", target)
     report = plan_model(target, model, tokenizer)
-    for table in plan_tables(*report):
-        console.print(table)
+    if json:
+        from deploy.report import speed_json
+
+        print(dumps(speed_json(report[-1]), indent=1))
+    else:
+        for table in plan_tables(*report):
+            console.print(table)
     if not report[3].ok:
         raise SystemExit(1)
 
@@ -399,13 +406,18 @@ def record(c, target=None, model=None, output="", tok_s=None, note="", host=None
     console.print(f"recorded {result.tok_s:g} tok/s for {result.model} on {result.target} (measured on the machine)")
 
 
-@task(help={"out": "folder for the chart (PNG and SVG)"})
-def report(c, out="results"):
+@task(help={"out": "folder for the chart (PNG and SVG)",
+            "json": "print the machine model's rows as JSON (one object per target, model and version)"})
+def report(c, out="results", json=False):
     """Measured vs published vs predicted, per target and model, as a table and a chart."""
-    from deploy.report import results_report
+    from deploy.report import machine_model_rows, results_report, speed_json, speed_table
 
+    if json:
+        print(dumps(speed_json(machine_model_rows()), indent=1))
+        return
     table, charts = results_report(check.output_folder("out", out))
     console.print(table)
+    console.print(speed_table(machine_model_rows()))
     for chart in charts:
         console.print(f"chart: {chart}")
 

@@ -49,11 +49,10 @@ def check_fit(profile, header, files, program_bytes=0):
     """`files`: {name on the target: size in bytes} of everything delivered (program, model, tokenizer)."""
     tokenizer_bytes = files.get(profile["files"]["tokenizer"], 0)
     memory = memory_needed(header, program_bytes, tokenizer_bytes)
-    cap, ram = profile.port.get("memory_cap_mb"), (profile.get("memory") or {}).get("ram_mb")
+    limit, label = memory_limit(profile)
     checks = []
-    if cap or ram:
-        label = "the port's memory cap" if cap else "RAM"
-        checks.append(Check(f"memory ({label})", _mb(memory), f"{cap or ram} MB", memory <= (cap or ram) * MB))
+    if limit:
+        checks.append(Check(f"memory ({label})", _mb(memory), f"{limit} MB", memory <= limit * MB))
     disk = profile.get("disk") or {}
     total = sum(files.values())
     if disk.get("size_mb"):
@@ -66,6 +65,19 @@ def check_fit(profile, header, files, program_bytes=0):
         bad = [name for name in files if not NAME_83.match(name)]
         checks.append(Check("8.3 file names", ", ".join(files), "8.3 upper case", not bad))
     return Fit(profile.name, checks, memory, total)
+
+
+def memory_limit(profile):
+    """(MB the program may use, what limits it): RAM less the operating system's share (memory.os_mb), or the
+    port's own cap when that is lower; (None, "") when the profile gives neither."""
+    memory = profile.get("memory") or {}
+    cap, ram, os_mb = profile.port.get("memory_cap_mb"), memory.get("ram_mb"), memory.get("os_mb") or 0
+    limits = []
+    if ram:
+        limits.append((ram - os_mb, f"RAM {ram} MB less {os_mb} MB for the OS" if os_mb else "RAM"))
+    if cap:
+        limits.append((cap, "the port's memory cap"))
+    return min(limits) if limits else (None, "")
 
 
 def _mb(size):

@@ -1,24 +1,20 @@
 """`invoke plan`: does a model fit a target, what would fit instead, and how fast should it run?
 
-The speed model is deliberately simple: a token streams every weight once and reads the KV cache; it costs
-2 FLOPs per weight plus the attention. The profile gives memory bandwidth and a FLOP rate; whichever takes longer
-bounds the token rate.
+Speeds come from the machine model (deploy/machine_model.py): per-token counts of the project's builds and of the
+published ports, costed per CPU, checked against every published figure.
 """
 
 import dataclasses
 
+from deploy import machine_model
 from deploy.checkpoint import Header, default_group_size, expected_size
 from deploy.fit import check_fit
-
-GENERATED_TOKENS = 256  # predictions average the attention cost over a 256-token generation
 
 
 @dataclasses.dataclass
 class Prediction:
     tok_s: float
-    bound: str  # "memory" or "compute"
-    megabytes_per_token: float
-    mflop_per_token: float
+    how: str
 
 
 @dataclasses.dataclass
@@ -30,23 +26,22 @@ class Alternative:
     note: str = ""
 
 
-def predict(profile, config, version=0):
-    memory = profile.get("memory") or {}
-    bandwidth, mflops = memory.get("bandwidth_mb_s"), memory.get("mflops")
-    params = config.parameter_count()
-    weight_bytes = params * (1 + 4 / default_group_size(config)) if version == 2 else 4 * params
-    pos = min(config.seq_len, GENERATED_TOKENS) / 2
-    kv_bytes = 2 * 4 * config.n_layers * pos * config.kv_dim
-    flops = 2 * params + 4 * config.n_layers * pos * config.dim
-    times = {}
-    if bandwidth:
-        times["memory"] = (weight_bytes + kv_bytes) / (bandwidth * 1e6)
-    if mflops:
-        times["compute"] = flops / (mflops * 1e6)
-    if not times:
+def predict(target, model_name, version, counts=None):
+    """The machine model's tok/s for the project's build of `target` on a catalog model, or None."""
+    tok_s = machine_model.prediction_for(target, model_name, version, counts)
+    if tok_s is None:
         return None
-    bound = max(times, key=times.get)
-    return Prediction(1.0 / times[bound], bound, (weight_bytes + kv_bytes) / 1e6, flops / 1e6)
+    return Prediction(tok_s, f"machine model ({machine_model.MACHINES[machine_model.TARGET_MACHINE[target]].name})")
+
+
+def int8_is_faster(profile, model_name, config, counts=None):
+    """(offer int8?, why): int8 only where the machine model predicts it faster than fp32; without counts, only with
+    a group size of at least 16 (at group size 4 each group's scale costs more than the smaller file saves)."""
+    fp32, int8 = (machine_model.prediction_for(profile.name, model_name, v, counts) for v in (0, 2))
+    if fp32 and int8:
+        return int8 > fp32, f"machine model: int8 {int8:.3g} vs fp32 {fp32:.3g} tok/s"
+    group = default_group_size(config)
+    return group >= 16, f"not counted; group size {group}"
 
 
 def _files(profile, model_bytes, tokenizer_bytes, program_bytes):
@@ -54,41 +49,40 @@ def _files(profile, model_bytes, tokenizer_bytes, program_bytes):
     return {files["program"]: program_bytes, files["model"]: model_bytes, files["tokenizer"]: tokenizer_bytes}
 
 
-def alternatives(profile, header, tokenizer_bytes, program_bytes=150_000):
-    """What would fit when `header`'s model does not: int8 weights, a shorter context, a smaller model."""
+def alternatives(profile, header, tokenizer_bytes, program_bytes=150_000, model_name=None, counts=None):
+    """What would fit when `header`'s model does not: int8 weights (where faster), a shorter context, a smaller
+    model; each in the header's own format (an int8 model's alternatives are int8)."""
     from deploy.models import CATALOG
 
     found, config = [], header.config
+
+    def same_format(shape):
+        if header.version == 2:
+            return Header(2, header.byteorder, shape, default_group_size(shape))
+        return Header(0, header.byteorder, shape)
+
+    def option(what, candidate, note=""):
+        size = expected_size(candidate)
+        fit = check_fit(profile, candidate, _files(profile, size, tokenizer_bytes, program_bytes))
+        found.append(Alternative(what, size, fit.memory_bytes, fit.ok, note))
+
     if header.version != 2:
         int8 = Header(2, header.byteorder, config, default_group_size(config))
-        fit = check_fit(profile, int8, _files(profile, expected_size(int8), tokenizer_bytes, program_bytes))
-        found.append(Alternative(f"int8 (v2, group size {int8.group_size}): invoke convert --version 2",
-                                 expected_size(int8), fit.memory_bytes, fit.ok))
+        faster, why = int8_is_faster(profile, model_name, config, counts)
+        if faster:
+            option(f"int8 (v2, group size {int8.group_size}): invoke convert --version 2", int8, why)
+        else:
+            found.append(Alternative(f"int8 (v2, group size {int8.group_size}): not offered, slower than fp32",
+                                     expected_size(int8), 0, False, why))
+    kind = "int8" if header.version == 2 else "fp32"
     for seq_len in (256, 128):
         if seq_len < config.seq_len:
-            shorter = Header(0, header.byteorder, dataclasses.replace(config, seq_len=seq_len))
-            fit = check_fit(profile, shorter, _files(profile, expected_size(shorter), tokenizer_bytes, program_bytes))
-            found.append(Alternative(f"seq_len {seq_len} (a smaller KV cache)", expected_size(shorter),
-                                     fit.memory_bytes, fit.ok))
+            option(f"seq_len {seq_len} (a smaller KV cache, {kind})",
+                   same_format(dataclasses.replace(config, seq_len=seq_len)))
     for entry in CATALOG.values():
         if entry.shape.parameter_count() < config.parameter_count():
-            smaller = Header(0, "little", entry.shape)
-            fit = check_fit(profile, smaller, _files(profile, entry.size, tokenizer_bytes, program_bytes))
-            found.append(Alternative(f"{entry.name} instead", entry.size, fit.memory_bytes, fit.ok))
+            option(f"{entry.name} instead ({kind})", same_format(entry.shape))
     return found
-
-
-def published_comparison(profile):
-    """(published figure, predicted tok/s for that model, ratio) for each published figure of the profile."""
-    from deploy.models import CATALOG
-
-    rows = []
-    for figure in profile.get("published") or []:
-        entry = CATALOG.get(figure["model"])
-        prediction = predict(profile, entry.shape) if entry else None
-        ratio = prediction.tok_s / figure["tok_s"] if prediction and figure.get("tok_s") else None
-        rows.append((figure, prediction, ratio))
-    return rows
 
 
 def plan_model(target, model, tokenizer=None):
@@ -114,6 +108,9 @@ def plan_model(target, model, tokenizer=None):
         tokenizer_bytes = Path(tokenizer_path).stat().st_size
     program_bytes = 150_000
     fit = check_fit(profile, header, _files(profile, model_bytes, tokenizer_bytes, program_bytes))
-    prediction = predict(profile, header.config, header.version)
-    options = alternatives(profile, header, tokenizer_bytes, program_bytes) if not fit.ok else []
-    return profile, str(model), header, fit, prediction, options, published_comparison(profile)
+    counts = machine_model.load_counts()
+    name = machine_model.counted_model(header.config)
+    prediction = predict(profile.name, name, header.version, counts) if name else None
+    options = alternatives(profile, header, tokenizer_bytes, program_bytes, name, counts) if not fit.ok else []
+    speeds = machine_model.rows([profile.name], counts)[0] if profile.name in machine_model.TARGET_MACHINE else []
+    return profile, str(model), header, fit, prediction, options, speeds

@@ -68,9 +68,10 @@ def deploy_table(results):
     return table
 
 
-def plan_tables(profile, model_name, header, fit, prediction, alternatives, published):
-    """The tables `invoke plan` prints: the fit checks, alternatives when it does not fit, the speed estimate."""
-    fit_table = Table(title=f"{model_name} on {profile.name}")
+def plan_tables(profile, model_name, header, fit, prediction, alternatives, speeds):
+    """The tables `invoke plan` prints: the fit checks, alternatives when it does not fit, the machine model."""
+    kind = f"int8, group size {header.group_size}" if header.version == 2 else "fp32"
+    fit_table = Table(title=f"{model_name} ({kind}) on {profile.name}")
     for column in ("check", "needs", "limit", "result"):
         fit_table.add_column(column)
     for check in fit.checks:
@@ -81,24 +82,53 @@ def plan_tables(profile, model_name, header, fit, prediction, alternatives, publ
         for column in ("alternative", "file", "memory", "fits"):
             alt.add_column(column)
         for option in alternatives:
-            alt.add_row(option.what, f"{option.model_bytes / 2**20:,.1f} MB", f"{option.memory_bytes / 2**20:,.1f} MB",
+            memory = f"{option.memory_bytes / 2**20:,.1f} MB" if option.memory_bytes else ""
+            alt.add_row(option.what, f"{option.model_bytes / 2**20:,.1f} MB", memory,
                         ("[green]yes[/]" if option.fits else "[red]no[/]") + (f" ({option.note})" if option.note
                                                                              else ""))
         tables.append(alt)
-    speed = Table(title="expected speed (from the profile's memory bandwidth and FLOP rate)")
-    for column in ("model", "predicted tok/s", "bound", "MB/token", "MFLOP/token", "published tok/s", "predicted / "
-                   "published"):
-        speed.add_column(column)
     if prediction:
-        speed.add_row(model_name, f"{prediction.tok_s:.3g}", prediction.bound, f"{prediction.megabytes_per_token:.1f}",
-                      f"{prediction.mflop_per_token:.1f}", "", "")
-    for figure, predicted, ratio in published:
-        speed.add_row(figure["model"], f"{predicted.tok_s:.3g}" if predicted else "",
-                      predicted.bound if predicted else "", "", "",
-                      f"{figure['tok_s']}" if figure.get("tok_s") is not None else "no figure",
-                      f"{ratio:.2f}" if ratio else "")
-    tables.append(speed)
+        fit_table.caption = f"expected on the real machine: {prediction.tok_s:.3g} tok/s ({prediction.how})"
+    tables.append(speed_table(speeds, f"expected speed on the real {profile.name} (machine model)"))
     return tables
+
+
+def speed_table(rows, title="machine model: predicted vs published (tok/s on the real machines)"):
+    """Per target and model: the published figure and its port, the model's prediction for that port, its error,
+    and the prediction for the project's build in fp32 and int8."""
+    table = Table(title=title, caption="error = predicted / published - 1. Counts: deploy/data/counts.json "
+                                       "(scripts/count_machines.py); method: docs/machine-model.md")
+    for column in ("target", "model", "published", "published port", "predicted (that port)", "error",
+                   "ours fp32", "ours int8", "note"):
+        table.add_column(column, justify="right" if column in ("published", "predicted (that port)", "error",
+                                                               "ours fp32", "ours int8") else "left")
+
+    def show(value):
+        return f"{value:.3g}" if value else ""
+
+    for row in rows:
+        notes = [row.note] if row.note else []
+        if row.fitted_here:
+            notes.append("the machine's one fitted constant is fitted on this figure")
+        if row.stale:
+            notes.append("[yellow]stale: our build changed since it was counted[/]")
+        error = f"{row.error:+.0%}" if row.error is not None else ""
+        table.add_row(row.target, row.model, show(row.published_tok_s), row.published_port,
+                      show(row.predicted_published_port_tok_s), error, show(row.predicted_tok_s),
+                      show(row.predicted_int8_tok_s), "; ".join(notes))
+    return table
+
+
+def speed_json(rows):
+    """One object per target, model and checkpoint version (0 fp32, 2 int8)."""
+    found = []
+    for row in rows:
+        for version, predicted in ((0, row.predicted_tok_s), (2, row.predicted_int8_tok_s)):
+            data = row.as_json(version)
+            data["predicted_tok_s"] = predicted
+            data.pop("predicted_int8_tok_s")
+            found.append(data)
+    return found
 
 
 def _model_name(model):
@@ -116,10 +146,13 @@ def report_rows(results):
     is how the measured figure was obtained (deploy.results: native, emulated, device, by hand)."""
     import statistics
 
+    from deploy.machine_model import counted_model, load_counts
     from deploy.models import CATALOG
     from deploy.planner import predict
     from deploy.profile import known_targets, load_profile
     from deploy.results import on_hardware
+
+    counts = load_counts()
 
     measured = {}
     for result in results:
@@ -131,7 +164,8 @@ def report_rows(results):
         models = {model for (t, model, _) in measured if t == target} | set(published)
         for model in sorted(models):
             entry = CATALOG.get(model)
-            prediction = predict(profile, entry.shape) if entry else None
+            counted = counted_model(entry.shape) if entry else None
+            prediction = predict(target, counted, 0, counts) if counted else None
             hows = [how for (t, m, how) in measured if t == target and m == model]
             figure = published.get(model)
             if figure is None and entry is not None:  # a model of a published model's shape compares directly
@@ -165,6 +199,12 @@ def results_report(out="results", results_path=None):
         table.add_row(target, model, how_label(how) if how else "", show(measured), str(runs or ""), show(published),
                       show(predicted))
     return table, chart(rows, out)
+
+
+def machine_model_rows():
+    from deploy.machine_model import rows
+
+    return rows()[0]
 
 
 def chart(rows, out):

@@ -74,9 +74,9 @@ def test_plan_refuses_stories110m_on_win98_and_offers_what_fits():
     profile, name, header, fit, prediction, options, published = plan_model("win98-p2", "stories110M")
     assert not fit.ok and "memory" in fit.problems()[0]
     assert any(o.what.startswith("int8") and o.model_bytes < 120e6 for o in options)
-    assert any(o.what == "stories15M instead" and o.fits for o in options)
-    assert prediction.tok_s < 1.0
-    assert any(figure["model"] == "stories260K" and figure["tok_s"] == 39.31 for figure, _, _ in published)
+    assert any(o.what.startswith("stories15M instead") and o.fits for o in options)
+    assert prediction is None  # no count: it cannot run within the port's 96 MB cap
+    assert any(row.model == "stories260K" and row.published_tok_s == 39.31 for row in published)
 
 
 def test_dry_run_does_nothing(tmp_path, tiny_files):
