@@ -376,7 +376,7 @@ def bench(c, target=None, host=None, model="tiny260k", tokenizer=None, runs="5",
     else:
         entry = _one_host(inventory, host or f"{target}-emu")
         speeds = benchmark.bench_host(entry, model_path, tokenizer_path, runs, exact, console=console)
-        how = "emulated on this PC" if entry.connection == "emulator" else f"on {entry.name}"
+        how = "emulated on this PC" if entry.connection in ("emulator", "vm") else f"on {entry.name}"
     console.print(f"tok/s ({how}): {' '.join(f'{v:.2f}' for v in speeds)}; median {benchmark.median(speeds):.2f} "
                   f"(recorded in results/bench.jsonl)")
 

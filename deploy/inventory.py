@@ -12,7 +12,7 @@ from deploy.errors import DeployError
 from deploy.profile import ROOT, known_targets, read_yaml
 
 INVENTORY = ROOT / "inventory.yaml"
-CONNECTIONS = ["ftp-serve", "ftp-push", "sftp", "adb", "emulator", "manual"]
+CONNECTIONS = ["ftp-serve", "ftp-push", "sftp", "adb", "emulator", "vm", "manual"]
 HOST_KEYS = {"target", "address", "connection", "port", "path", "link", "ssh", "ftp", "adb", "fetch", "description",
              "model", "tokenizer"}
 SECRET_WORDS = ("password", "passwd", "secret")
@@ -122,7 +122,7 @@ def _check_host(path, host):
     if host.connection not in CONNECTIONS:
         raise DeployError(path, f"host '{host.name}': connection '{host.connection}' is not one of "
                                 f"{', '.join(CONNECTIONS)}")
-    if host.connection in ("ftp-serve", "ftp-push", "sftp") and not host.get("address"):
+    if host.connection in ("ftp-serve", "ftp-push", "sftp", "vm") and not host.get("address"):
         raise DeployError(path, f"host '{host.name}': a {host.connection} connection needs an address")
-    if host.connection == "ftp-serve" and not (host.get("link") or {}).get("address"):
-        raise DeployError(path, f"host '{host.name}': ftp-serve needs link.address (our address on the link)")
+    if host.connection in ("ftp-serve", "vm") and not (host.get("link") or {}).get("address"):
+        raise DeployError(path, f"host '{host.name}': {host.connection} needs link.address (our address on the link)")

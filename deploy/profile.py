@@ -32,6 +32,10 @@ SCHEMA = {
     "cpu": {"arch": ["x86_64", "i686", "powerpc", "aarch64", "armv6", "armv7"], "model": str, "features": [str],
             "endianness": ["little", "big"], "word_bits": [32, 64], "cores": int, "clock_mhz": int},
     "memory": {"ram_mb": int, "bandwidth_mb_s": int, "mflops": int, "source": str},
+    # a whole emulated machine of this target (deploy/vm.py): the emulator, the host packages it needs, and the
+    # Debian packages, kernel modules and FTP client its image is built from (deploy/vmimage.py)
+    "machine": {"command": [str], "packages": [str], "guest_packages": [str], "modules": [str], "ftp_client": str,
+                "free_mb": int, "source": str},
     "disk": {"size_mb": int, "filesystem": str, "max_file_bytes": int, "names": ["posix", "8.3"]},
     "os": ["linux", "windows98", "macosx", "android"],
     "port": {"dialect": ["c89", "gnu89", "gnu99"], "kernel": KERNELS, "loader": ["fread", "mmap"],
