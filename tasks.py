@@ -245,10 +245,15 @@ def doctor(c, target=None):
 
 @task(help={"target": "only this target"})
 def setup(c, target=None):
-    """Install every missing compiler and emulator (apt as root, PyPI into this Python)."""
-    from deploy.doctor import install, missing
+    """Install every missing compiler and emulator (apt as root, PyPI into this Python), and build the image of each
+    whole emulated machine (its Debian packages are downloaded and unpacked under build/, not installed)."""
+    from deploy.doctor import install, missing, prepare_machines
 
-    raise SystemExit(install(*missing(_targets_or_all(target))))
+    targets = _targets_or_all(target)
+    status = install(*missing(targets))
+    if status == 0:
+        prepare_machines(targets, say=console.print)
+    raise SystemExit(status)
 
 
 @task(help={"limit": "hosts or groups, comma-separated", "inventory": "inventory file (default inventory.yaml)"})

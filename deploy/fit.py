@@ -49,7 +49,7 @@ def check_fit(profile, header, files, program_bytes=0):
     """`files`: {name on the target: size in bytes} of everything delivered (program, model, tokenizer)."""
     tokenizer_bytes = files.get(profile["files"]["tokenizer"], 0)
     memory = memory_needed(header, program_bytes, tokenizer_bytes)
-    cap, ram = profile.port.get("memory_cap_mb"), (profile.get("memory") or {}).get("ram_mb")
+    cap, ram = profile.memory_cap_mb, (profile.get("memory") or {}).get("ram_mb")
     checks = []
     if cap or ram:
         label = "the port's memory cap" if cap else "RAM"

@@ -86,7 +86,8 @@ def make_plan(profile, exact=False, toolchain=None, build_dir=None, variant=None
     functions, so that every target's exact build prints the same bytes as every other's. `variant` overrides port
     branches (a benchmark's plain scalar build, say) and names its own output folder."""
     entry = choose_toolchain(profile, toolchain)
-    port = {"read_chunk": 65536, "memory_cap_mb": 0, "math": "libm", **profile.port, **entry.get("port", {})}
+    port = {"read_chunk": 65536, "math": "libm", **profile.port, "memory_cap_mb": profile.memory_cap_mb or 0,
+            **entry.get("port", {})}
     if exact:
         port.update(kernel="scalar", threads="none", math="portable")
     port.update(variant or {})

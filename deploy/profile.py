@@ -82,6 +82,13 @@ class Profile:
     def emulator(self):
         return self.data.get("emulator") or []
 
+    @property
+    def memory_cap_mb(self):
+        """The port's memory cap, lowered to the memory its machine has free after booting when that was measured
+        (machine.free_mb): what the planner checks a model against and the program refuses beyond."""
+        caps = [self.port.get("memory_cap_mb"), (self.data.get("machine") or {}).get("free_mb")]
+        return min([cap for cap in caps if cap], default=None)
+
 
 def known_targets():
     return sorted(path.stem for path in TARGETS_DIR.glob("*.yaml"))

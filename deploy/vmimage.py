@@ -66,10 +66,8 @@ def build_image(profile, directory=None, say=lambda what: None):
     """The kernel and initramfs of the profile's machine, built under `directory` when its inputs changed."""
     machine = machine_spec(profile)
     directory = Path(directory or MACHINE_DIR)
-    packages = resolve_packages(machine["guest_packages"])
-    key = hashlib.sha256(json.dumps({"format": FORMAT, "packages": packages, "init": INIT,
-                                     "modules": machine["modules"], "ftp": machine["ftp_client"]},
-                                    sort_keys=True).encode()).hexdigest()[:16]
+    packages = resolve_packages(machine["guest_packages"], directory)
+    key = image_key(machine, packages)
     image_dir = directory / key
     kernel, initramfs = image_dir / "vmlinuz", image_dir / "initramfs.cpio.gz"
     if kernel.exists() and initramfs.exists():
@@ -100,6 +98,13 @@ def build_image(profile, directory=None, say=lambda what: None):
                                                           "modules": loads}, indent=2) + "\n")
     shutil.rmtree(directory / "root" / key, ignore_errors=True)
     return Image(kernel, initramfs, key, packages, built=True)
+
+
+def image_key(machine, packages, init=INIT):
+    """What the image is made of, hashed: it is built again when any of it changes."""
+    return hashlib.sha256(json.dumps({"format": FORMAT, "packages": packages, "init": init,
+                                      "modules": machine["modules"], "ftp": machine["ftp_client"]},
+                                     sort_keys=True).encode()).hexdigest()[:16]
 
 
 # --- packages
