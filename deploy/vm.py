@@ -201,6 +201,9 @@ def deliver(host, profile, stage, folder, say):
         raise DeployError(host.name, "a vm host needs link.address (this side's address on the link)")
     guest = _guest_address(host, link["address"])
     prefix = _prefix(link)
+    if profile["disk"].get("filesystem") != "FAT32":
+        raise DeployError(profile.path, f"disk.filesystem is {profile['disk'].get('filesystem')}: a whole machine's "
+                                        "disk is made FAT32 (mkfs.vfat), as the Windows 98 box's was")
     disk = make_disk(Path(folder) / "disk.img", profile["disk"]["size_mb"])
     wanted = {item.name: item.sha256 for item in stage.files}
     record = _record_path(disk)
