@@ -58,7 +58,9 @@ def describe(host, profile, plan):
         return ["leave the stage folder to carry over by hand"]
     if connection == "vm":
         link = host.get("link") or {}
-        return [f"boot {' '.join(profile['machine']['command'])} with {profile['memory']['ram_mb']} MB and a FAT32 "
+        from deploy.vmimage import machine_spec
+
+        return [f"boot {' '.join(machine_spec(profile)['command'])} with {profile['memory']['ram_mb']} MB and a FAT32 "
                 f"disk; in a network namespace of its own, serve the stage by FTP on {link.get('address')} and let "
                 f"the machine ({host.get('address')}) fetch it with its FTP client; run there, then power off"]
     how = "fetch with a real FTP client from the built-in server on 127.0.0.1" if host.get("fetch") == "ftp" and \

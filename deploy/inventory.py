@@ -9,7 +9,7 @@ import dataclasses
 from pathlib import Path
 
 from deploy.errors import DeployError
-from deploy.profile import ROOT, known_targets, read_yaml
+from deploy.profile import ROOT, known_targets, load_profile, read_yaml
 
 INVENTORY = ROOT / "inventory.yaml"
 CONNECTIONS = ["ftp-serve", "ftp-push", "sftp", "adb", "emulator", "vm", "manual"]
@@ -126,3 +126,6 @@ def _check_host(path, host):
         raise DeployError(path, f"host '{host.name}': a {host.connection} connection needs an address")
     if host.connection in ("ftp-serve", "vm") and not (host.get("link") or {}).get("address"):
         raise DeployError(path, f"host '{host.name}': {host.connection} needs link.address (our address on the link)")
+    if host.connection == "vm" and not load_profile(host.target).get("machine"):
+        raise DeployError(path, f"host '{host.name}': target {host.target} has no 'machine' block to boot "
+                                f"(targets/{host.target}.yaml); p2-linux has one")

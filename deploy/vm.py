@@ -12,6 +12,7 @@ Each boot gets its job as a second cpio archive appended to the image's initramf
 
 import base64
 import dataclasses
+import ipaddress
 import json
 import os
 import re
@@ -115,7 +116,7 @@ def boot(profile, image, disk, job, link=None, timeout=BOOT_SECONDS):
     if link is not None:
         # romfile= : no iPXE option ROM (the kernel drives the card; Debian ships the ROM only as a recommendation)
         command += ["-netdev", f"tap,id=link,ifname={link.tap},script=no,downscript=no",
-                    "-device", "e1000,netdev=link,romfile=", ]
+                    "-device", "e1000,netdev=link,romfile="]
         command = link.command(command)
     start = time.monotonic()
     try:
@@ -139,14 +140,6 @@ def boot(profile, image, disk, job, link=None, timeout=BOOT_SECONDS):
 def _tail(text):
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     return " / ".join(lines[-3:])[:300] if lines else "nothing"
-
-
-def _guest_address(host, link_address):
-    address = host.get("address")
-    if not address:
-        raise DeployError(host.name, f"a vm host needs the machine's address on the link (address: beside "
-                                     f"link.address {link_address})")
-    return address
 
 
 def fetch_job(client_address, prefix, server, port, script_commands, files):
@@ -196,10 +189,8 @@ def deliver(host, profile, stage, folder, say):
     from deploy.ftpserve import SCRIPT, fetch_commands
     from deploy.netns import Link
 
-    link, ftp = host.get("link") or {}, host.get("ftp") or {}
-    if not link.get("address"):
-        raise DeployError(host.name, "a vm host needs link.address (this side's address on the link)")
-    guest = _guest_address(host, link["address"])
+    link, ftp = host["link"], host.get("ftp") or {}  # the inventory checked both addresses
+    guest = host["address"]
     prefix = _prefix(link)
     if profile["disk"].get("filesystem") != "FAT32":
         raise DeployError(profile.path, f"disk.filesystem is {profile['disk'].get('filesystem')}: a whole machine's "
@@ -242,8 +233,6 @@ def deliver(host, profile, stage, folder, say):
 
 
 def _prefix(link):
-    import ipaddress
-
     return ipaddress.ip_network(f"0.0.0.0/{link.get('netmask', '255.255.255.0')}").prefixlen
 
 

@@ -126,6 +126,20 @@ def test_the_image_is_built_again_when_its_inputs_change(image):
     assert image_key({**machine, "modules": [*machine["modules"], "ext4"]}, image.packages) != image.key
 
 
+@pytest.mark.parametrize("text, message", [
+    ("a: {target: rpi4, connection: vm, address: 192.168.1.2, link: {address: 192.168.1.1}}", "no 'machine' block"),
+    ("a: {target: p2-linux, connection: vm, link: {address: 192.168.1.1}}", "needs an address"),
+    ("a: {target: p2-linux, connection: vm, address: 192.168.1.2}", "needs link.address"),
+])
+def test_a_vm_host_needs_a_machine_and_both_addresses(tmp_path, text, message):
+    from deploy.errors import DeployError
+
+    path = tmp_path / "inventory.yaml"
+    path.write_text("all:\n  hosts:\n    " + text + "\n")
+    with pytest.raises(DeployError, match=message):
+        load_inventory(path)
+
+
 def test_the_link_is_removed_even_when_the_task_is_interrupted():
     """exit_interrupted (Ctrl-C) leaves at once, without the worker's `finally`; the namespace still goes."""
     script = ("from deploy import processes\nfrom deploy.netns import Link\n"
