@@ -8,8 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from deploy.atomic import atomic_writer
-from deploy.checkpoint import ENDIAN, pack_header, read_header, segments
-from deploy.errors import DeployError
+from deploy.checkpoint import ENDIAN, check_byteorder, pack_header, read_header, segments
+from deploy.errors import DeployError, file_error
 from deploy.manifest import describe_checkpoint, describe_tokenizer, write_manifest
 from deploy.tokenizer import read_tokenizer, write_tokenizer
 
@@ -47,7 +47,7 @@ class _HashingWriter:
 def convert_checkpoint_byteorder(source, dest, byteorder, chunk_bytes=CHUNK_BYTES):
     """Copy checkpoint `source` to `dest` in `byteorder`, swapping every 4-byte field; writes a manifest."""
     header = read_header(source)
-    target = dataclasses.replace(header, byteorder=byteorder)
+    target = dataclasses.replace(header, byteorder=check_byteorder(byteorder, dest))
     chunk_bytes -= chunk_bytes % 4
     swap = header.byteorder != byteorder
     with open(source, "rb") as src, atomic_writer(dest) as raw_out:
@@ -72,6 +72,7 @@ def convert_checkpoint_byteorder(source, dest, byteorder, chunk_bytes=CHUNK_BYTE
 
 
 def convert_tokenizer_byteorder(source, dest, byteorder, from_byteorder="little", vocab_size=None):
+    check_byteorder(byteorder, dest)
     tokenizer = read_tokenizer(source, vocab_size, from_byteorder)
     write_tokenizer(tokenizer, dest, byteorder)
     return write_manifest(dest, describe_tokenizer(tokenizer, byteorder))
@@ -79,8 +80,11 @@ def convert_tokenizer_byteorder(source, dest, byteorder, from_byteorder="little"
 
 def detect_tokenizer_byteorder(path):
     """The byte order in which max_token_length reads as a small positive number."""
-    with open(path, "rb") as handle:
-        raw = handle.read(4)
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read(4)
+    except OSError as error:
+        raise file_error(path, error) from None
     if len(raw) < 4:
         raise DeployError(path, f"too short for a tokenizer ({len(raw)} bytes)")
     for order, mark in ENDIAN.items():

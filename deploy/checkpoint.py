@@ -6,6 +6,7 @@ all walk the same layout.
 """
 
 import dataclasses
+import math
 import os
 import struct
 from pathlib import Path
@@ -13,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from deploy.atomic import atomic_writer
-from deploy.errors import DeployError
+from deploy.errors import DeployError, file_error
 
 MAGIC = 0x616B3432  # "ak42" as a little-endian uint32
 V0_HEADER_BYTES = 28
@@ -73,7 +74,7 @@ class Config:
         return shapes
 
     def parameter_count(self):
-        return sum(int(np.prod(shape)) for shape in self.shapes().values())
+        return sum(math.prod(shape) for shape in self.shapes().values())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,22 +104,21 @@ class Segment:
         return self.count * (4 if self.dtype == "f4" else 1)
 
 
-def quantized_tensors(config):
-    """(name, elements) of every separately quantized tensor of a v2 file, in file order."""
+def quantized_kinds(config):
+    """(name, elements per tensor, how many) of each kind of separately quantized tensor of a v2 file, in file order:
+    the per-layer matrices are quantized one layer at a time."""
     shapes = config.shapes()
-    names = [("tok_embeddings", int(np.prod(shapes["tok_embeddings"])))]
-    for kind in LAYER_MATRICES:
-        per_layer = int(np.prod(shapes[kind][1:]))
-        names += [(f"{kind}.{layer}", per_layer) for layer in range(config.n_layers)]
+    kinds = [("tok_embeddings", math.prod(shapes["tok_embeddings"]), 1)]
+    kinds += [(kind, math.prod(shapes[kind][1:]), config.n_layers) for kind in LAYER_MATRICES]
     if not config.shared_classifier:
-        names.append(("wcls", int(np.prod(shapes["wcls"]))))
-    return names
+        kinds.append(("wcls", math.prod(shapes["wcls"]), 1))
+    return kinds
 
 
 def segments(header):
-    """Every region of the body in file order."""
+    """Every region of the body in file order (one per layer for v2: walk it only after `read_header`)."""
     config = header.config
-    sizes = {name: int(np.prod(shape)) for name, shape in config.shapes().items()}
+    sizes = {name: math.prod(shape) for name, shape in config.shapes().items()}
     if header.version == 0:
         order = ["tok_embeddings", "rms_att", "wq", "wk", "wv", "wo", "rms_ffn", "w1", "w2", "w3", "rms_final"]
         found = [Segment(name, "f4", sizes[name]) for name in order]
@@ -133,13 +133,25 @@ def segments(header):
             order.append("wcls")
         return [Segment(name, "f4", sizes[name]) for name in order]
     found = [Segment(name, "f4", sizes[name]) for name in NORMS]
-    for name, count in quantized_tensors(config):
-        found += [Segment(f"{name}.q", "i1", count), Segment(f"{name}.s", "f4", count // header.group_size)]
+    for kind, count, repeat in quantized_kinds(config):
+        for name in [f"{kind}.{layer}" for layer in range(repeat)] if kind in LAYER_MATRICES else [kind]:
+            found += [Segment(f"{name}.q", "i1", count), Segment(f"{name}.s", "f4", count // header.group_size)]
     return found
 
 
 def expected_size(header):
-    return header.size + sum(segment.nbytes for segment in segments(header))
+    """The file size the header promises, in constant time and memory whatever the header says (Python integers do
+    not overflow), so that it can be checked against the real size before anything is walked or allocated."""
+    config = header.config
+    if header.version != 2:
+        total = 4 * config.parameter_count()
+        if header.version == 0:
+            total += 4 * config.seq_len * config.head_size  # the two RoPE tables, seq_len * head_size / 2 each
+        return header.size + total
+    norms = 4 * (2 * config.n_layers * config.dim + config.dim)
+    quantized = sum(repeat * (count + 4 * (count // header.group_size))
+                    for _, count, repeat in quantized_kinds(config))
+    return header.size + norms + quantized
 
 
 def default_group_size(config, wanted=64):
@@ -149,6 +161,37 @@ def default_group_size(config, wanted=64):
     while group > 1 and (config.dim % group or config.hidden_dim % group):
         group //= 2
     return group
+
+
+def group_sizes_that_fit(config, largest=256):
+    """The group sizes up to `largest` that divide both dim and hidden_dim."""
+    common = math.gcd(config.dim, config.hidden_dim)
+    return [size for size in range(1, min(common, largest) + 1) if common % size == 0]
+
+
+def choose_group_size(config, wanted=None, where="group size"):
+    """`wanted` when it divides dim and hidden_dim (refused otherwise, naming the sizes that would); the default
+    when None."""
+    if wanted is None:
+        return default_group_size(config)
+    if isinstance(wanted, bool) or not isinstance(wanted, int) or wanted <= 0 or config.dim % wanted or \
+            config.hidden_dim % wanted:
+        raise DeployError(where, f"group size {wanted!r} must divide both dim {config.dim} and hidden_dim "
+                                 f"{config.hidden_dim}; sizes that do: "
+                                 f"{', '.join(map(str, group_sizes_that_fit(config)))}")
+    return wanted
+
+
+def check_version(version, where="checkpoint"):
+    if isinstance(version, bool) or version not in VERSIONS:
+        raise DeployError(where, f"unknown checkpoint version {version!r} (known: 0, 1, 2)")
+    return version
+
+
+def check_byteorder(byteorder, where="checkpoint"):
+    if byteorder not in ENDIAN:
+        raise DeployError(where, f"unknown byte order {byteorder!r} (known: little, big)")
+    return byteorder
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -205,11 +248,12 @@ def _make_header(path, version, order, fields, group):
 
 
 def check_group_size(config, group, path="checkpoint"):
+    """The group size a v2 file can hold: it divides dim and every quantized tensor (checked once per kind)."""
     if group <= 0:
         raise DeployError(path, f"group size {group} is not positive")
     if config.dim % group:
         raise DeployError(path, f"group size {group} does not divide dim {config.dim}")
-    for name, count in quantized_tensors(config):
+    for name, count, _ in quantized_kinds(config):
         if count % group:
             raise DeployError(path, f"group size {group} does not divide the {count} elements of {name}")
 
@@ -235,7 +279,7 @@ def read_header(path):
         with open(path, "rb") as handle:
             raw = handle.read(V1_HEADER_BYTES)
     except OSError as error:
-        raise DeployError(path, error.strerror or str(error)) from None
+        raise file_error(path, error) from None
     header = parse_header(raw, path)
     actual, expected = os.path.getsize(path), expected_size(header)
     if actual < expected:
@@ -322,20 +366,27 @@ def _dequantize_tensor(regions, name, shape, config, group):
     return dequantize(regions[f"{name}.q"], regions[f"{name}.s"], group).reshape(shape)
 
 
-def rope_tables(config):
-    """The freq_cis tables a v0 file carries (run.c recomputes them, but the layout needs them)."""
+ROPE_ROWS_PER_BLOCK = 4096
+ROPE_FUNCTIONS = {"freq_cis_real": np.cos, "freq_cis_imag": np.sin}
+
+
+def _write_rope(out, config, function, mark):
+    """One of the freq_cis tables a v0 file carries (run.c recomputes them, but the layout needs them), a block of
+    rows at a time: a long seq_len costs file space, not memory."""
     half = config.head_size // 2
     freqs = 1.0 / (10000.0 ** (np.arange(0, config.head_size, 2)[:half] / config.head_size))
-    angles = np.outer(np.arange(config.seq_len), freqs)
-    return np.cos(angles).astype(np.float32), np.sin(angles).astype(np.float32)
+    for start in range(0, config.seq_len, ROPE_ROWS_PER_BLOCK):
+        angles = np.outer(np.arange(start, min(start + ROPE_ROWS_PER_BLOCK, config.seq_len)), freqs)
+        out.write(function(angles).astype(np.float32).astype(mark + "f4").tobytes())
 
 
-def write_model(model, path, version=0, byteorder="little", group_size=64):
-    """Write `model` as a checkpoint of `version` and byte order; v2 quantizes with `group_size` (backed off to fit)."""
+def write_model(model, path, version=0, byteorder="little", group_size=None):
+    """Write `model` as a checkpoint of `version` and byte order; v2 quantizes with `group_size`, which must divide
+    dim and hidden_dim (by default the largest power of two up to 64 that does)."""
     from deploy.quantize import quantize
 
-    if version not in VERSIONS:
-        raise DeployError(path, f"unknown checkpoint version {version} (known: 0, 1, 2)")
+    check_version(version, path)
+    check_byteorder(byteorder, path)
     config = model.config
     for name, shape in config.shapes().items():
         tensor = model.weights.get(name)
@@ -343,23 +394,23 @@ def write_model(model, path, version=0, byteorder="little", group_size=64):
             raise DeployError(path, f"tensor {name} has shape {np.shape(tensor)}, the config needs {shape}")
     group = 0
     if version == 2:
-        group = default_group_size(config, group_size)
+        group = choose_group_size(config, group_size, path)
         check_group_size(config, group, path)
     header = Header(version, byteorder, config, group)
     mark = ENDIAN[byteorder]
-    cos, sin = rope_tables(config)
-    tensors = dict(model.weights, freq_cis_real=cos, freq_cis_imag=sin)
     with atomic_writer(path) as out:
         out.write(pack_header(header))
         scales = None
         for segment in segments(header):
             if segment.dtype == "i1":
                 kind, _, layer = segment.name[:-2].partition(".")
-                tensor = tensors[kind][int(layer)] if layer else tensors[kind]
+                tensor = model.weights[kind][int(layer)] if layer else model.weights[kind]
                 q, scales = quantize(np.asarray(tensor, np.float32).ravel(), group)
                 out.write(q.tobytes())
             elif segment.name.endswith(".s"):
                 out.write(scales.astype(mark + "f4").tobytes())
+            elif segment.name in ROPE_FUNCTIONS:
+                _write_rope(out, config, ROPE_FUNCTIONS[segment.name], mark)
             else:
-                out.write(np.asarray(tensors[segment.name], dtype=mark + "f4").tobytes())
+                out.write(np.asarray(model.weights[segment.name], dtype=mark + "f4").tobytes())
     return header

@@ -4,7 +4,7 @@ import dataclasses
 from pathlib import Path
 
 from deploy.byteorder import convert_checkpoint_byteorder, convert_tokenizer_byteorder, detect_tokenizer_byteorder
-from deploy.checkpoint import read_header, read_model, write_model
+from deploy.checkpoint import check_byteorder, check_version, choose_group_size, read_header, read_model, write_model
 from deploy.errors import DeployError
 from deploy.manifest import describe_checkpoint, write_manifest
 from deploy.tokenizer import read_tokenizer
@@ -16,13 +16,17 @@ def convert_checkpoint(source, dest, version=None, byteorder=None, group_size=No
     A byte-order-only change streams in constant memory; a version change goes through fp32 in memory.
     """
     header = read_header(source)
-    version = header.version if version is None else int(version)
-    byteorder = byteorder or header.byteorder
+    version = header.version if version is None else check_version(version, dest)
+    byteorder = header.byteorder if byteorder is None else check_byteorder(byteorder, dest)
+    if group_size is not None:
+        if version != 2:
+            raise DeployError(dest, f"a group size applies to int8 (version 2) output only, not version {version}")
+        choose_group_size(header.config, group_size, dest)
     if Path(source).resolve() == Path(dest).resolve():
         raise DeployError(dest, "is the source file; choose another output")
     if version == header.version and (version != 2 or group_size in (None, header.group_size)):
         return convert_checkpoint_byteorder(source, dest, byteorder)
-    written = write_model(read_model(source), dest, version, byteorder, group_size or 64)
+    written = write_model(read_model(source), dest, version, byteorder, group_size)
     return write_manifest(dest, describe_checkpoint(written))
 
 

@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 from deploy.atomic import write_atomic
+from deploy.errors import DeployError
 
 CHUNK = 4 << 20
 
@@ -47,7 +48,11 @@ def write_manifest(path, description, sha256=None):
 
 
 def read_manifest(path):
+    """The manifest written beside `path`, or None when there is none."""
     try:
         return json.loads(manifest_path(path).read_text())
     except FileNotFoundError:
         return None
+    except (OSError, ValueError) as error:
+        raise DeployError(manifest_path(path), f"unreadable ({getattr(error, 'strerror', None) or error}); delete it "
+                                               f"and convert again") from None

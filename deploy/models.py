@@ -4,6 +4,7 @@ Everywhere a task takes --model (and --tokenizer), a catalog name or a path will
 """
 
 import dataclasses
+import difflib
 import os
 import urllib.error
 import urllib.request
@@ -68,24 +69,46 @@ def find_file(file_name):
 def model_path(model):
     """The checkpoint for a catalog name or a path (no tokenizer needed)."""
     entry = CATALOG.get(str(model))
-    return resolve(model)[0] if entry is not None else Path(model)
+    return _downloaded(entry) if entry is not None else _existing(model, "model")
 
 
 def resolve(model, tokenizer=None):
-    """(model path, tokenizer path) for a catalog name or a path; a catalog name brings its own tokenizer."""
+    """(model path, tokenizer path), each a catalog name or a path; a catalog model brings its own tokenizer."""
+    path = model_path(model)
+    if tokenizer is not None:
+        entry = CATALOG.get(str(tokenizer))
+        return path, _catalog_tokenizer(entry) if entry is not None else _existing(tokenizer, "tokenizer")
     entry = CATALOG.get(str(model))
     if entry is None:
-        if tokenizer is None:
-            raise DeployError(model, "--tokenizer is needed with a model given as a path")
-        return Path(model), Path(CATALOG[tokenizer].tokenizer) if tokenizer in CATALOG else Path(tokenizer)
+        raise DeployError(model, "--tokenizer is needed with a model given as a path")
+    return path, _catalog_tokenizer(entry)
+
+
+def _downloaded(entry):
     path = find_file(entry.file)
     if path is None:
         hint = f"invoke models.fetch {entry.name}" if entry.url else entry.note
         raise DeployError(entry.name, f"not downloaded yet ({entry.size / 1e6:,.1f} MB): {hint}")
-    tokenizer_path = Path(tokenizer) if tokenizer else find_file(entry.tokenizer)
-    if tokenizer_path is None:
+    return path
+
+
+def _catalog_tokenizer(entry):
+    path = find_file(entry.tokenizer)
+    if path is None:
         raise DeployError(entry.name, f"tokenizer {entry.tokenizer} not found; invoke models.fetch {entry.name}")
-    return path, tokenizer_path
+    return path
+
+
+def _existing(name, what):
+    """`name` as a path that exists, or one line naming the catalog entry it was probably meant to be."""
+    path = Path(name)
+    if path.exists():
+        return path
+    near = [entry for entry in CATALOG if entry.lower() == str(name).lower()]
+    near = near or difflib.get_close_matches(str(name), list(CATALOG), n=1, cutoff=0.8)
+    if near:
+        raise DeployError(f"unknown {what} '{name}'; did you mean {near[0]}?")
+    raise DeployError(name, f"No such file or directory, and not a catalog name (known: {', '.join(CATALOG)})")
 
 
 def fetch(name, progress=None, folder=None, opener=urllib.request.urlopen):

@@ -5,6 +5,7 @@ everything downstream reads them from here.
 """
 
 import dataclasses
+import math
 from pathlib import Path
 
 import yaml
@@ -17,41 +18,96 @@ TARGETS_DIR = ROOT / "targets"
 KERNELS = ["scalar", "rows4", "sse", "neon", "altivec"]
 KERNEL_FEATURE = {"sse": "sse", "neon": "neon", "altivec": "altivec"}
 
-# A schema value is a type, a tuple of types, a list of allowed values, a dict (nested mapping) or [schema] (a list).
+@dataclasses.dataclass(frozen=True)
+class Number:
+    """An int (or any of `kinds`), finite, from `low` (or above `above`) up to `high`."""
+    kinds: tuple = (int,)
+    low: float = None
+    high: float = None
+    above: float = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Text:
+    """Text; empty only when `empty` is set."""
+    empty: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class FileName:
+    """A name that becomes one file or folder: no path separators, not `.` or `..`, not empty."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ListOf:
+    item: object
+    at_least: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class MapOf:
+    """A mapping of text keys to values of one schema."""
+    value: object
+
+
+@dataclasses.dataclass(frozen=True)
+class OrNone:
+    """The schema, or null (`key:` with no value): "not known"."""
+    schema: object
+
+
+@dataclasses.dataclass(frozen=True)
+class Required:
+    """A key of a mapping that must be present."""
+    schema: object
+
+
+def optional(mapping):
+    """The schema of `mapping` with no key required (for overrides of a part of it)."""
+    return {key: value.schema if isinstance(value, Required) else value for key, value in mapping.items()}
+
+
+POSITIVE = Number(low=1)
+# A schema value is a type (str means non-empty text), one of the classes above, a list of allowed values, a dict
+# (a mapping with these keys) or [schema] (a list, possibly empty).
+PORT = {"dialect": Required(["c89", "gnu89", "gnu99"]), "kernel": Required(KERNELS),
+        "loader": Required(["fread", "mmap"]), "timer": Required(["clock_gettime", "gettickcount", "mach", "clock"]),
+        "threads": Required(["none", "openmp"]), "math": ["libm", "portable"],
+        "allocator": Required(["malloc", "virtualalloc"]), "memory_cap_mb": POSITIVE, "read_chunk": POSITIVE}
 TOOLCHAIN = {
-    "name": str, "kind": ["native", "cross", "bundle"], "cc": str, "packages": [str], "pip": [str],
-    "flags": [str], "exact_flags": [str], "libs": [str],
+    "name": Required(str), "kind": Required(["native", "cross", "bundle"]), "cc": Required(str), "packages": [str],
+    "pip": [str], "flags": [str], "exact_flags": [str], "libs": [str],
     # a bundle is built on the target: a script with this command line, and how to check its source here
-    "script": str, "line_ends": ["lf", "crlf"], "command": [str], "check": [str], "port": dict,
+    "script": FileName(), "line_ends": ["lf", "crlf"], "command": ListOf(str, 1), "check": ListOf(str, 1),
+    "port": optional(PORT),
     "runs_here": bool,  # the bundle's compiler also runs on this machine (bcc32 under Wine, say)
 }
 SCHEMA = {
-    "name": str,
+    "name": Required(FileName()),
     "description": str,
     "extends": str,
-    "cpu": {"arch": ["x86_64", "i686", "powerpc", "aarch64", "armv6", "armv7"], "model": str, "features": [str],
-            "endianness": ["little", "big"], "word_bits": [32, 64], "cores": int, "clock_mhz": int},
-    "memory": {"ram_mb": int, "bandwidth_mb_s": int, "mflops": int, "source": str},
-    # a whole emulated machine of this target (deploy/vm.py): the emulator, the host packages it needs, and the
-    # Debian packages, kernel modules and FTP client its image is built from (deploy/vmimage.py)
-    "machine": {"command": [str], "packages": [str], "guest_packages": [str], "modules": [str], "ftp_client": str,
-                "free_mb": int, "source": str},
-    "disk": {"size_mb": int, "filesystem": str, "max_file_bytes": int, "names": ["posix", "8.3"]},
-    "os": ["linux", "windows98", "macosx", "android"],
-    "port": {"dialect": ["c89", "gnu89", "gnu99"], "kernel": KERNELS, "loader": ["fread", "mmap"],
-             "timer": ["clock_gettime", "gettickcount", "mach", "clock"], "threads": ["none", "openmp"],
-             "math": ["libm", "portable"],
-             "allocator": ["malloc", "virtualalloc"], "memory_cap_mb": int, "read_chunk": int},
-    "files": {"program": str, "model": str, "tokenizer": str},
-    "toolchains": [TOOLCHAIN],
+    "cpu": Required({"arch": Required(["x86_64", "i686", "powerpc", "aarch64", "armv6", "armv7"]), "model": str,
+                     "features": [str], "endianness": Required(["little", "big"]), "word_bits": [32, 64],
+                     "cores": POSITIVE, "clock_mhz": POSITIVE}),
+    "memory": {"ram_mb": POSITIVE, "bandwidth_mb_s": POSITIVE, "mflops": POSITIVE, "source": str},
+    # a whole emulated machine of this target (deploy/vm.py): the emulator, the host packages it needs, the Debian
+    # packages, kernel modules and FTP client its image is built from (deploy/vmimage.py), its free memory after boot
+    "machine": {"command": Required(ListOf(str, 1)), "packages": [str], "guest_packages": Required(ListOf(str, 1)),
+                "modules": Required([str]), "ftp_client": Required(str), "free_mb": POSITIVE, "source": str},
+    "disk": {"size_mb": POSITIVE, "filesystem": str, "max_file_bytes": POSITIVE, "names": ["posix", "8.3"]},
+    "os": Required(["linux", "windows98", "macosx", "android"]),
+    "port": Required(PORT),
+    "files": Required({"program": Required(FileName()), "model": Required(FileName()),
+                       "tokenizer": Required(FileName())}),
+    "toolchains": Required(ListOf(TOOLCHAIN, 1)),
     "emulator": [str],
     "emulator_packages": [str],
-    "emulator_env": dict,
+    "emulator_env": MapOf(Text(empty=True)),
     "emulator_init": [str],
     "transport": ["local", "ftp-serve", "ftp-push", "sftp", "adb", "manual"],
-    "published": [{"model": str, "tok_s": (int, float), "source": str, "note": str}],
+    "published": [{"model": Required(str), "tok_s": Required(OrNone(Number((int, float), above=0))),
+                   "source": Required(str), "note": str}],
 }
-REQUIRED = ["name", "cpu", "os", "port", "files", "toolchains"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,10 +158,7 @@ def load_profile(name, targets_dir=None):
         known = ", ".join(sorted(p.stem for p in directory.glob("*.yaml")))
         raise DeployError(f"unknown target '{name}' (known: {known})")
     data = _merged(path, directory, seen=())
-    _check(data, SCHEMA, path, "")
-    for key in REQUIRED:
-        if key not in data:
-            raise DeployError(path, f"missing required key '{key}'")
+    check(data, SCHEMA, path)
     _check_combinations(data, path)
     return Profile(data["name"], data, path)
 
@@ -116,6 +169,10 @@ def read_yaml(path, what="a profile"):
         data = yaml.safe_load(Path(path).read_text())
     except FileNotFoundError:
         raise DeployError(path, f"{what} not found") from None
+    except OSError as error:
+        raise DeployError(path, f"cannot read {what}: {error.strerror or error}") from None
+    except UnicodeDecodeError as error:
+        raise DeployError(path, f"not UTF-8 text (byte {error.start}): {what} is a YAML file") from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
@@ -130,6 +187,8 @@ def _merged(path, directory, seen):
     parent = data.pop("extends", None)
     if parent is None:
         return data
+    if not isinstance(parent, str) or not parent:
+        raise DeployError(path, f"'extends' is {parent!r}, expected the name of a target")
     if parent in seen:
         raise DeployError(path, f"'extends: {parent}' makes a cycle")
     parent_path = directory / f"{parent}.yaml"
@@ -146,37 +205,97 @@ def _deep_merge(base, override):
     return merged
 
 
-def _describe(schema):
-    if isinstance(schema, list) and len(schema) == 1 and isinstance(schema[0], (list, dict, type, tuple)):
-        return f"a list of {_describe(schema[0])}"
-    if isinstance(schema, list):
-        return "one of " + ", ".join(str(v) for v in schema)
-    if isinstance(schema, dict):
-        return "a mapping with keys " + ", ".join(schema)
-    if isinstance(schema, tuple):
-        return " or ".join(t.__name__ for t in schema)
-    return {"str": "text", "int": "an integer"}.get(schema.__name__, schema.__name__)
-
-
-def _check(value, schema, path, key):
+def check(value, schema, path, key=""):
+    """Raise a one-line DeployError naming `path`, the key, what is wrong and what is allowed, unless `value` fits
+    `schema` (see SCHEMA)."""
     where = key or "top level"
+    if isinstance(schema, Required):
+        schema = schema.schema
+    if isinstance(schema, OrNone):
+        if value is None:
+            return
+        schema = schema.schema
     if isinstance(schema, dict):
         if not isinstance(value, dict):
             raise DeployError(path, f"'{where}' must be {_describe(schema)}")
         for child, child_value in value.items():
             if child not in schema:
                 raise DeployError(path, f"unknown key '{_join(key, child)}' (allowed: {', '.join(schema)})")
-            _check(child_value, schema[child], path, _join(key, child))
-    elif isinstance(schema, list) and len(schema) == 1 and isinstance(schema[0], (list, dict, type, tuple)):
-        if not isinstance(value, list):
-            raise DeployError(path, f"'{where}' must be {_describe(schema)}")
+            check(child_value, schema[child], path, _join(key, child))
+        for child, child_schema in schema.items():
+            if isinstance(child_schema, Required) and child not in value:
+                raise DeployError(path, f"missing required key '{_join(key, child)}' ({_describe(child_schema)})")
+        return
+    if value is None:
+        raise DeployError(path, f"'{where}' is empty, expected {_describe(schema)}")
+    if isinstance(schema, list) and len(schema) == 1 and _is_schema(schema[0]):
+        schema = ListOf(schema[0])
+    if isinstance(schema, ListOf):
+        if not isinstance(value, list) or len(value) < schema.at_least:
+            raise DeployError(path, f"'{where}' is {value!r}, expected {_describe(schema)}")
         for index, item in enumerate(value):
-            _check(item, schema[0], path, f"{where}[{index}]")
+            check(item, schema.item, path, f"{where}[{index}]")
+    elif isinstance(schema, MapOf):
+        if not isinstance(value, dict):
+            raise DeployError(path, f"'{where}' must be {_describe(schema)}")
+        for child, child_value in value.items():
+            check(child, str, path, f"{_join(key, str(child))} (the key)")
+            check(child_value, schema.value, path, _join(key, child))
     elif isinstance(schema, list):
-        if value not in schema:
+        if isinstance(value, (dict, list, bool)) or value not in schema:
             raise DeployError(path, f"'{where}' is {value!r}; allowed: {', '.join(str(v) for v in schema)}")
-    elif value is not None and (not isinstance(value, schema) or isinstance(value, bool) and schema is not bool):
+    elif not _fits(value, schema):
         raise DeployError(path, f"'{where}' is {value!r}, expected {_describe(schema)}")
+
+
+def _is_schema(item):
+    return isinstance(item, (list, dict, type, tuple, Number, Text, FileName, ListOf, MapOf))
+
+
+def _fits(value, schema):
+    if schema is str:
+        schema = Text()
+    if isinstance(schema, Text):
+        return isinstance(value, str) and (schema.empty or value.strip() != "")
+    if isinstance(schema, FileName):
+        return isinstance(value, str) and value.strip() == value and value not in ("", ".", "..") and not any(
+            mark in value for mark in "/\\:\0")
+    if isinstance(schema, Number):
+        return not isinstance(value, bool) and isinstance(value, schema.kinds) and math.isfinite(value) and (
+            schema.low is None or value >= schema.low) and (schema.high is None or value <= schema.high) and (
+            schema.above is None or value > schema.above)
+    return isinstance(value, schema) and (schema is bool or not isinstance(value, bool))
+
+
+def _describe(schema):
+    if isinstance(schema, Required):
+        return _describe(schema.schema)
+    if isinstance(schema, OrNone):
+        return f"{_describe(schema.schema)}, or nothing"
+    if isinstance(schema, list) and len(schema) == 1 and _is_schema(schema[0]):
+        return f"a list of {_describe(schema[0])}"
+    if isinstance(schema, ListOf):
+        return ("a non-empty list of " if schema.at_least else "a list of ") + _describe(schema.item)
+    if isinstance(schema, MapOf):
+        return f"a mapping of names to {_describe(schema.value)}"
+    if isinstance(schema, list):
+        return "one of " + ", ".join(str(v) for v in schema)
+    if isinstance(schema, dict):
+        return "a mapping with keys " + ", ".join(schema)
+    if isinstance(schema, tuple):
+        return " or ".join(_describe(kind) for kind in schema)
+    if isinstance(schema, Number):
+        what = " or ".join({"int": "an integer", "float": "a number"}[kind.__name__] for kind in schema.kinds)
+        bounds = [f"from {schema.low}"] if schema.low is not None else []
+        bounds += [f"above {schema.above}"] if schema.above is not None else []
+        bounds += [f"up to {schema.high}"] if schema.high is not None else []
+        return " ".join([what, *bounds])
+    if isinstance(schema, Text):
+        return "text" if schema.empty else "non-empty text"
+    if isinstance(schema, FileName):
+        return "a file name (no /, \\ or :, not . or ..)"
+    names = {"str": "non-empty text", "int": "an integer", "bool": "true or false", "dict": "a mapping"}
+    return names.get(schema.__name__, schema.__name__)
 
 
 def _join(key, child):
@@ -195,3 +314,24 @@ def _check_combinations(data, path):
         raise DeployError(path, "'port.threads' is openmp, but cpu.cores is 1")
     if port.get("timer") == "gettickcount" and data["os"] != "windows98":
         raise DeployError(path, "'port.timer' gettickcount needs a Windows os")
+    _check_file_names(data, path)
+    for index, toolchain in enumerate(data["toolchains"]):
+        for key in ("script", "command"):
+            if toolchain["kind"] == "bundle" and key not in toolchain:
+                raise DeployError(path, f"missing required key 'toolchains[{index}].{key}' (a bundle toolchain "
+                                        f"writes a build script for the target)")
+
+
+def _check_file_names(data, path):
+    """The delivered files' names: distinct (a FAT disk ignores case), and 8.3 where the disk needs it."""
+    from deploy.fit import NAME_83
+
+    seen = {}
+    for key, name in data["files"].items():
+        if name.lower() in seen:
+            raise DeployError(path, f"'files.{key}' is {name!r}, the same name as 'files.{seen[name.lower()]}'; "
+                                    f"give each file its own name")
+        seen[name.lower()] = key
+        if (data.get("disk") or {}).get("names") == "8.3" and not NAME_83.match(name):
+            raise DeployError(path, f"'files.{key}' is {name!r}, not an 8.3 name as disk.names says (up to 8 "
+                                    f"upper-case letters, digits or _-~, a dot and up to 3 more: MODEL.BIN)")

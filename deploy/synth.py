@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from deploy.checkpoint import Config, Model, write_model
+from deploy.checkpoint import Config, Model, check_byteorder, check_version, write_model
 from deploy.errors import DeployError
 
 # Shapes of the public llama2.c models, for benchmarks that need a realistic size.
@@ -19,6 +19,8 @@ def random_model(config, seed=0, scale=None):
     problems = config.problems()
     if problems:
         raise DeployError("synthetic model", "; ".join(problems))
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise DeployError("synthetic model", f"seed {seed!r} must be a whole number, 0 or more")
     rng = np.random.default_rng(seed)
     weights = {}
     for name, shape in config.shapes().items():
@@ -30,7 +32,9 @@ def random_model(config, seed=0, scale=None):
     return Model(config, weights)
 
 
-def write_random_model(path, config, version=0, seed=0, byteorder="little", group_size=64):
+def write_random_model(path, config, version=0, seed=0, byteorder="little", group_size=None):
+    check_version(version, path)
+    check_byteorder(byteorder, path)
     return write_model(random_model(config, seed), path, version, byteorder, group_size)
 
 

@@ -5,8 +5,8 @@ import struct
 from pathlib import Path
 
 from deploy.atomic import atomic_writer
-from deploy.checkpoint import ENDIAN
-from deploy.errors import DeployError
+from deploy.checkpoint import ENDIAN, check_byteorder
+from deploy.errors import DeployError, file_error
 
 BOS, EOS = 1, 2
 BYTE_TOKEN_OFFSET = 3  # <0x00> is token 3
@@ -99,7 +99,7 @@ def read_tokenizer(path, vocab_size=None, byteorder="little"):
     try:
         data = path.read_bytes()
     except OSError as error:
-        raise DeployError(path, error.strerror or str(error)) from None
+        raise file_error(path, error) from None
     if len(data) < 4:
         raise DeployError(path, f"too short for a tokenizer ({len(data)} bytes)")
     max_length = struct.unpack_from(mark + "I", data, 0)[0]
@@ -108,6 +108,9 @@ def read_tokenizer(path, vocab_size=None, byteorder="little"):
     pieces, scores, offset = [], [], 4
     while offset < len(data):
         index = len(pieces)
+        if index == vocab_size:  # stop here: a hostile file's millions of empty entries cost no memory
+            raise DeployError(path, f"has more tokens than the model's vocabulary of {vocab_size} ({len(data) - offset} "
+                                    f"bytes follow entry {index - 1})")
         if offset + 8 > len(data):
             raise DeployError(path, f"entry {index} at byte {offset} is cut short")
         score, length = struct.unpack_from(mark + "fi", data, offset)
@@ -126,7 +129,7 @@ def read_tokenizer(path, vocab_size=None, byteorder="little"):
 
 
 def write_tokenizer(tokenizer, path, byteorder="little"):
-    mark = ENDIAN[byteorder]
+    mark = ENDIAN[check_byteorder(byteorder, path)]
     with atomic_writer(path) as out:
         out.write(struct.pack(mark + "I", tokenizer.max_token_length))
         for piece, score in zip(tokenizer.pieces, tokenizer.scores):

@@ -51,12 +51,12 @@ def test_shipped_inventory_has_every_host():
 
 
 @pytest.mark.parametrize("text, message", [
-    ("all:\n  hosts:\n    a: {target: amiga, connection: emulator}\n", "unknown target 'amiga'"),
-    ("all:\n  hosts:\n    a: {target: rpi4, connection: telnet}\n", "connection 'telnet' is not one of"),
+    ("all:\n  hosts:\n    a: {target: amiga, connection: emulator}\n", "'a.target' is 'amiga'; allowed: host, p2-linux"),
+    ("all:\n  hosts:\n    a: {target: rpi4, connection: telnet}\n", "'a.connection' is 'telnet'; allowed: ftp-serve"),
     ("all:\n  hosts:\n    a: {target: rpi4, connection: sftp, address: x, ssh: {password: hunter2}}\n",
      "no passwords in the inventory"),
     ("all:\n  hosts:\n    a: {target: win98-p2, connection: ftp-serve, address: 10.0.0.2}\n", "needs link.address"),
-    ("all:\n  hosts:\n    a: {target: rpi4, connection: emulator, colour: red}\n", "unknown key 'colour'"),
+    ("all:\n  hosts:\n    a: {target: rpi4, connection: emulator, colour: red}\n", "unknown key 'a.colour' (allowed: target"),
 ])
 def test_bad_inventories(tmp_path, text, message):
     path = write_inventory(tmp_path, text)

@@ -42,6 +42,7 @@ def _entries(*pieces, max_length=8):
     (_entries(b"a", b"bb") + struct.pack("<fi", 0.0, 5) + b"ab", 3, "runs 3 bytes past the end"),
     (_entries(b"a", b"toolongpiece"), 2, "has length 12, outside 0..8"),
     (_entries(b"a", b"b"), 3, "has 2 tokens but the model's vocabulary has 3"),
+    (_entries(b"a", b"b", b"c"), 2, "has more tokens than the model's vocabulary of 2 (9 bytes follow entry 1)"),
     (_entries(b"a") + b"\0\0", 2, "cut short"),
     (struct.pack(">I", 8), None, "implausible max_token_length"),
 ])
