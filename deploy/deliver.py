@@ -57,9 +57,9 @@ def describe(host, profile, plan):
     if connection == "manual":
         return ["leave the stage folder to carry over by hand"]
     if connection == "vm":
-        link = host.get("link") or {}
         from deploy.vmimage import machine_spec
 
+        link = host.get("link") or {}
         return [f"boot {' '.join(machine_spec(profile)['command'])} with {profile['memory']['ram_mb']} MB and a FAT32 "
                 f"disk; in a network namespace of its own, serve the stage by FTP on {link.get('address')} and let "
                 f"the machine ({host.get('address')}) fetch it with its FTP client; run there, then power off"]
