@@ -250,10 +250,15 @@ def doctor(c, target=None):
 
 @task(help={"target": "only this target"})
 def setup(c, target=None):
-    """Install every missing compiler and emulator (apt as root, PyPI into this Python)."""
-    from deploy.doctor import install, missing
+    """Install every missing compiler and emulator (apt as root, PyPI into this Python), and build the image of each
+    whole emulated machine (its Debian packages are downloaded and unpacked under build/, not installed)."""
+    from deploy.doctor import install, missing, prepare_machines
 
-    raise SystemExit(install(*missing(_targets_or_all(target))))
+    targets = _targets_or_all(target)
+    status = install(*missing(targets))
+    if status == 0:
+        prepare_machines(targets, say=console.print)
+    raise SystemExit(status)
 
 
 @task(help={"limit": "hosts or groups, comma-separated", "inventory": "inventory file (default inventory.yaml)"})
@@ -387,7 +392,7 @@ def bench(c, target=None, host=None, model="tiny260k", tokenizer=None, runs="5",
     else:
         entry = _one_host(inventory, host or f"{target}-emu")
         speeds = benchmark.bench_host(entry, model_path, tokenizer_path, runs, exact, console=console)
-        how = "emulated on this PC" if entry.connection == "emulator" else f"on {entry.name}"
+        how = "emulated on this PC" if entry.connection in ("emulator", "vm") else f"on {entry.name}"
     console.print(f"tok/s ({how}): {' '.join(f'{v:.2f}' for v in speeds)}; median {benchmark.median(speeds):.2f} "
                   f"(recorded in results/bench.jsonl)")
 

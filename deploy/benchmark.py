@@ -43,7 +43,7 @@ def bench_host(host, model, tokenizer, runs=5, exact=False, results=None, consol
     """Deploy to an inventory host (if needed), then run there `runs` times."""
     from deploy import deliver
     from deploy.pipeline import Options, check_ran, deploy_hosts, host_plan, run_delivered
-    from deploy.results import how_measured
+    from deploy.results import emulator_of, how_measured
 
     if not deliver.can_run(host):
         raise DeployError(host.name, f"connects by {host.connection}: the program is started by hand there; record "
@@ -54,8 +54,8 @@ def bench_host(host, model, tokenizer, runs=5, exact=False, results=None, consol
         raise DeployError(outcome.error)
     profile, plan = host_plan(host, options)
     how = how_measured(host, profile)
-    machine = this_machine() + f" under {' '.join(profile.emulator)}" if host.connection == "emulator" else host.get(
-        "description", host.name)
+    emulator = emulator_of(host, profile)
+    machine = this_machine() + f" under {' '.join(emulator)}" if emulator else host.get("description", host.name)
     speeds = []
     for _ in range(runs):
         done = run_delivered(host, options)

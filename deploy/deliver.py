@@ -6,6 +6,8 @@ adb:       Android's adb push to /data/local/tmp.             manual: a folder t
 emulator:  this machine plays the host: the files go to a folder standing in for its disk (for Windows 98 by a real
            FTP client following FETCH.TXT against the built-in server on loopback) and the program runs under the
            profile's emulator.
+vm:        a whole emulated machine (deploy/vm.py) on a private link: it boots, fetches the stage from the built-in
+           FTP server with its own FTP client onto its FAT32 disk, and runs the program there.
 """
 
 import os
@@ -54,6 +56,13 @@ def describe(host, profile, plan):
         return [f"adb push to {remote_dir(host)} and chmod the program"]
     if connection == "manual":
         return ["leave the stage folder to carry over by hand"]
+    if connection == "vm":
+        from deploy.vmimage import machine_spec
+
+        link = host.get("link") or {}
+        return [f"boot {' '.join(machine_spec(profile)['command'])} with {profile['memory']['ram_mb']} MB and a FAT32 "
+                f"disk; in a network namespace of its own, serve the stage by FTP on {link.get('address')} and let "
+                f"the machine ({host.get('address')}) fetch it with its FTP client; run there, then power off"]
     how = "fetch with a real FTP client from the built-in server on 127.0.0.1" if host.get("fetch") == "ftp" and \
         profile["os"] == "windows98" else "copy"
     return [f"{how} into the emulated host's folder, run under {' '.join(profile.emulator) or 'this machine'}"]
@@ -97,12 +106,12 @@ def windows_join(words):
 
 def can_run(host):
     """Whether we can start the program on the host ourselves (otherwise a person types the line there)."""
-    return host.connection in ("emulator", "sftp", "adb")
+    return host.connection in ("emulator", "vm", "sftp", "adb")
 
 
 def deliver(host, profile, plan, stage, options, say):
     handler = {"emulator": _to_emulator, "ftp-serve": _ftp_serve, "ftp-push": _ftp_push, "sftp": _sftp,
-               "adb": _adb, "manual": _manual}[host.connection]
+               "adb": _adb, "manual": _manual, "vm": _vm}[host.connection]
     handler(host, profile, plan, stage, options, say)
 
 
@@ -134,6 +143,12 @@ def _to_emulator(host, profile, plan, stage, options, say):
             (incoming / item.name).chmod(0o755)
         os.replace(incoming / item.name, disk / item.name)
     shutil.rmtree(incoming, ignore_errors=True)
+
+
+def _vm(host, profile, plan, stage, options, say):
+    from deploy import vm
+
+    vm.deliver(host, profile, stage, machine_dir(host, stage), say)
 
 
 def _fetch_like_windows98(host, stage, folder, say):
@@ -244,6 +259,14 @@ def run(host, profile, plan, stage, options, echo=None):
         else:
             done = processes.run_echoing(command, echo, cwd=disk, env=run_env(plan))
         return subprocess.CompletedProcess(command, done.returncode, _text(done.stdout), _text(done.stderr))
+    if host.connection == "vm":
+        from deploy import vm
+
+        done = vm.run(host, profile, machine_dir(host, stage), args)
+        if echo is not None:
+            echo(done.stdout.encode(), False)
+            echo(done.stderr.encode(), True)
+        return done
     if host.connection == "sftp":
         with _ssh_session(host) as session:
             status, out, err = session.run(f"cd {shlex.quote(remote_dir(host))} && " + shlex.join(args), echo=echo)

@@ -1,6 +1,9 @@
 """What each target needs on this machine (compilers, emulators), what is present, and installing what is missing.
 
-Debian packages come from the profiles' `packages` and `emulator_packages`, PyPI packages from `pip`. 32-bit Wine
+Debian packages come from the profiles' `packages`, `emulator_packages` and `machine.packages`, PyPI packages from
+`pip`. A profile's whole emulated machine also needs its image, built from Debian packages that are downloaded and
+unpacked under build/, never installed (deploy/vmimage.py): `prepare_machines` builds it, so a deploy to it then
+needs no network. 32-bit Wine
 (`wine32:i386`) needs the i386 architecture and, on Debian 12 mirrors whose i386 security index lags, the security
 release pinned low for that one install (FACTS section 5).
 """
@@ -22,13 +25,14 @@ PEERS = [
     ("ssh server (tests)", "/usr/sbin/sshd", "openssh-server"),
     ("ssh and sftp clients", "sftp", "openssh-client"),
 ]
+MACHINE_TOOLS = ["mkfs.vfat", "ip"]  # a machine's FAT32 disk and its private link (machine.packages install them)
 LOW_SECURITY_PIN = "Package: *\nPin: release l=Debian-Security\nPin-Priority: 100\n"
 
 
 @dataclasses.dataclass
 class Tool:
     target: str
-    role: str  # "compiler" or "emulator"
+    role: str  # "compiler", "emulator" or "machine"
     command: list
     packages: list  # Debian packages
     pip: list  # PyPI packages
@@ -47,7 +51,22 @@ def tools(targets=None):
         if profile.emulator:
             found.append(Tool(name, "emulator", profile.emulator[:1], profile.get("emulator_packages", []), [],
                               shutil.which(profile.emulator[0]) is not None))
+        machine = profile.get("machine")
+        if machine:
+            found.append(Tool(name, "machine", machine["command"][:1], machine["packages"], [],
+                              all(shutil.which(command) for command in (machine["command"][0], *MACHINE_TOOLS))))
     return found
+
+
+def prepare_machines(targets=None, say=print):
+    """Build the image of every profile's whole emulated machine (downloads its Debian packages once)."""
+    from deploy.vmimage import build_image
+
+    for name in targets or known_targets():
+        profile = load_profile(name)
+        if profile.get("machine"):
+            image = build_image(profile, say=say)
+            say(f"{name}: machine image {image.key} " + ("built" if image.built else "ready"))
 
 
 def version_of(command):
@@ -100,4 +119,7 @@ def install(apt_packages, pip_packages):
 
 
 if __name__ == "__main__":
-    raise SystemExit(install(*missing()))
+    status = install(*missing())
+    if status == 0:
+        prepare_machines()
+    raise SystemExit(status)

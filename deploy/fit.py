@@ -71,7 +71,7 @@ def memory_limit(profile):
     """(MB the program may use, what limits it): RAM less the operating system's share (memory.os_mb), or the
     port's own cap when that is lower; (None, "") when the profile gives neither."""
     memory = profile.get("memory") or {}
-    cap, ram, os_mb = profile.port.get("memory_cap_mb"), memory.get("ram_mb"), memory.get("os_mb") or 0
+    cap, ram, os_mb = profile.memory_cap_mb, memory.get("ram_mb"), memory.get("os_mb") or 0
     limits = []
     if ram:
         limits.append((ram - os_mb, f"RAM {ram} MB less {os_mb} MB for the OS" if os_mb else "RAM"))

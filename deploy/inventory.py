@@ -14,7 +14,7 @@ from deploy.errors import DeployError
 from deploy.profile import ROOT, Number, Required, Text, check, known_targets, load_profile, optional, read_yaml
 
 INVENTORY = ROOT / "inventory.yaml"
-CONNECTIONS = ["ftp-serve", "ftp-push", "sftp", "adb", "emulator", "manual"]
+CONNECTIONS = ["ftp-serve", "ftp-push", "sftp", "adb", "emulator", "vm", "manual"]
 # The keys a host (or a group's vars) may set; checked with the profile's schema machinery (deploy.profile.check).
 HOST_SCHEMA = {
     "target": Required(str),  # one of known_targets(): see host_schema()
@@ -153,10 +153,13 @@ def _refuse_secrets(path, where, value):
 def _check_host(path, host):
     where = host.name
     check(host.vars, host_schema(), path, where)
-    if host.connection in ("ftp-serve", "ftp-push", "sftp") and not host.get("address"):
+    if host.connection in ("ftp-serve", "ftp-push", "sftp", "vm") and not host.get("address"):
         raise DeployError(path, f"host '{where}': a {host.connection} connection needs an address")
-    if host.connection == "ftp-serve" and not host.get("link"):
-        raise DeployError(path, f"host '{where}': ftp-serve needs link.address (our address on the link)")
+    if host.connection in ("ftp-serve", "vm") and not host.get("link"):
+        raise DeployError(path, f"host '{where}': {host.connection} needs link.address (our address on the link)")
+    if host.connection == "vm" and not load_profile(host.target).get("machine"):
+        raise DeployError(path, f"host '{where}': target {host.target} has no 'machine' block to boot "
+                                f"(targets/{host.target}.yaml); p2-linux has one")
     link = host.get("link") or {}
     try:
         ip = ipaddress.ip_address(link.get("address", "127.0.0.1"))

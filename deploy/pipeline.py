@@ -16,7 +16,7 @@ from deploy.errors import DeployError
 from deploy.fit import check_fit
 from deploy.plan import make_plan
 from deploy.profile import load_profile
-from deploy.results import how_label, how_measured
+from deploy.results import emulator_of, how_label, how_measured
 from deploy.runner import tokens_per_second
 from deploy.stage import STAGE_DIR, stage_files
 
@@ -197,7 +197,7 @@ def deliver_host(item, built, options, report):
     if result.tok_s is None:
         raise DeployError(host.name, "the program printed no tok/s: " + last_line(done.stderr))
     how = how_measured(host, profile)
-    result.how = how_label(how, profile.emulator)
+    result.how = how_label(how, emulator_of(host, profile))
     record_run(host, profile, plan, options, result, how)
     report(result, "run", f"{result.tok_s:.2f} tok/s ({result.how})")
 
@@ -211,7 +211,7 @@ def record_run(host, profile, plan, options, result, how):
     from deploy.manifest import sha256_file
     from deploy.results import Result, now, record, this_machine
 
-    machine = this_machine() if host.connection == "emulator" else host.get("description", host.name)
+    machine = this_machine() if host.connection in ("emulator", "vm") else host.get("description", host.name)
     record(Result(now(), host.name, profile.name, machine, how, plan.toolchain["name"],
                   " ".join(plan.cflags), str(options.model), sha256_file(options.model), result.tok_s,
                   options.exact), options.results)

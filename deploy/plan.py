@@ -99,7 +99,8 @@ def make_plan(profile, exact=False, toolchain=None, build_dir=None, variant=None
     if mode not in MODES:
         raise DeployError(f"unknown build mode '{mode}' (known: {', '.join(MODES)})")
     entry = choose_toolchain(profile, toolchain)
-    port = {"read_chunk": 65536, "memory_cap_mb": 0, "math": "libm", **profile.port, **entry.get("port", {})}
+    port = {"read_chunk": 65536, "math": "libm", **profile.port, "memory_cap_mb": profile.memory_cap_mb or 0,
+            **entry.get("port", {})}
     if mode != "fast":
         port.update(kernel="scalar", threads="none", math="portable" if mode == "exact" else "libm")
     port.update(variant or {})

@@ -15,6 +15,7 @@ import threading
 import time
 
 _children = set()
+_cleanups = []  # callables stop_all runs after the children are gone (a network namespace to remove, say)
 _lock = threading.Lock()
 _stopping = threading.Event()
 
@@ -33,9 +34,29 @@ def popen(command, **kwargs):
     return child
 
 
+def stop(child):
+    """Stop a child `popen` started (its whole process group) and forget it."""
+    _stop(child)
+    forget(child)
+
+
 def forget(child):
     with _lock:
         _children.discard(child)
+
+
+@contextlib.contextmanager
+def cleanup(callback):
+    """Within the block, stop_all (Ctrl-C) also calls `callback`, after stopping the children: for what a worker
+    thread's own `finally` would undo, since the task leaves without waiting for its threads."""
+    with _lock:
+        _cleanups.append(callback)
+    try:
+        yield
+    finally:
+        with _lock:
+            with contextlib.suppress(ValueError):
+                _cleanups.remove(callback)
 
 
 def run(command, input=None, timeout=None, capture=True, text=False, **kwargs):
@@ -107,6 +128,11 @@ def stop_all():
         thread.start()
     for thread in threads:
         thread.join(1.5)
+    with _lock:
+        callbacks = list(_cleanups)
+    for callback in callbacks:
+        with contextlib.suppress(Exception):
+            callback()
 
 
 def exit_interrupted(report):

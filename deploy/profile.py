@@ -93,6 +93,10 @@ SCHEMA = {
                      "cores": POSITIVE, "clock_mhz": POSITIVE}),
     "memory": {"ram_mb": POSITIVE, "os_mb": Number(low=0), "bandwidth_mb_s": POSITIVE, "mflops": POSITIVE,
                "source": str},
+    # a whole emulated machine of this target (deploy/vm.py): the emulator, the host packages it needs, the Debian
+    # packages, kernel modules and FTP client its image is built from (deploy/vmimage.py), its free memory after boot
+    "machine": {"command": Required(ListOf(str, 1)), "packages": [str], "guest_packages": Required(ListOf(str, 1)),
+                "modules": Required([str]), "ftp_client": Required(str), "free_mb": POSITIVE, "source": str},
     "disk": {"size_mb": POSITIVE, "filesystem": str, "max_file_bytes": POSITIVE, "names": ["posix", "8.3"]},
     "os": Required(["linux", "windows98", "macosx", "android"]),
     "port": Required(PORT),
@@ -136,6 +140,13 @@ class Profile:
     @property
     def emulator(self):
         return self.data.get("emulator") or []
+
+    @property
+    def memory_cap_mb(self):
+        """The port's memory cap, lowered to the memory its machine has free after booting when that was measured
+        (machine.free_mb): what the planner checks a model against and the program refuses beyond."""
+        caps = [self.port.get("memory_cap_mb"), (self.data.get("machine") or {}).get("free_mb")]
+        return min([cap for cap in caps if cap], default=None)
 
 
 def known_targets():

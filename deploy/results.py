@@ -36,10 +36,18 @@ HOW_LABELS = {NATIVE: "native, this PC", EMULATED: "emulated on this PC", DEVICE
 _OLD_NAMES = {"emulator": EMULATED}
 
 
+def emulator_of(host, profile):
+    """The emulator a run on an inventory host goes through: the profile's, or for a whole emulated machine (`vm`)
+    its machine's; empty for a real device."""
+    if host.connection == "vm":
+        return profile["machine"]["command"]
+    return profile.emulator if host.connection == "emulator" else []
+
+
 def how_measured(host, profile):
     """NATIVE, EMULATED or DEVICE for a run on an inventory host."""
-    if host.connection == "emulator":
-        return EMULATED if profile.emulator else NATIVE
+    if host.connection in ("emulator", "vm"):
+        return EMULATED if emulator_of(host, profile) else NATIVE
     return DEVICE
 
 
