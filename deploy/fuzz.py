@@ -26,14 +26,14 @@ from pathlib import Path
 from deploy.atomic import write_atomic
 from deploy.checkpoint import Config, write_model
 from deploy.errors import DeployError
-from deploy.plan import BUILD_DIR, COMMON_FLAGS, make_plan
+from deploy.plan import BUILD_DIR, ORACLE_FLAGS, make_plan
 from deploy.profile import load_profile
 from deploy.render import environment, render_run_c
 from deploy.synth import random_model, synthetic_tokenizer
 from deploy.tokenizer import Tokenizer, write_tokenizer
 
 SANITIZER_FLAGS = ["-O1", "-g", "-fno-omit-frame-pointer", "-fsanitize=address,undefined",
-                   "-fno-sanitize-recover=undefined", *COMMON_FLAGS]
+                   "-fno-sanitize-recover=undefined", *ORACLE_FLAGS]
 
 
 @dataclasses.dataclass(frozen=True)
