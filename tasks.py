@@ -173,7 +173,7 @@ def convert(c, model=None, out=None, tokenizer=None, target=None, version=None, 
         entries = conv.convert_for_target(profile, source, source_tokenizer, check.output_folder("out", out),
                                           version).manifests
     else:
-        entries = [conv.convert_checkpoint(model_path(model), check.output_file("out", out), version, byteorder,
+        entries = [conv.convert_checkpoint(model_path(model), out, version, byteorder,
                                            group_size)]
     for entry in entries:
         console.print(f"{entry['file']}: {entry['size']:,} bytes, {entry['byteorder']}-endian, sha256 "
@@ -191,7 +191,7 @@ def synth(c, out=None, shape="stories260K", version="0", seed="0", byteorder="li
     version = check.choice("version", check.integer("version", version), [0, 1, 2])
     seed = check.integer("seed", seed, minimum=0, maximum=2**32 - 1)
     byteorder = check.choice("byteorder", byteorder, ["little", "big"])
-    header = write_random_model(check.output_file("out", out), SHAPES[shape], version, seed, byteorder)
+    header = write_random_model(out, SHAPES[shape], version, seed, byteorder)
     console.print(f"{out}: v{header.version} {shape} ({Path(out).stat().st_size:,} bytes)")
 
 

@@ -4,6 +4,7 @@ the value and what would do."""
 import math
 from pathlib import Path
 
+from deploy.atomic import check_parents
 from deploy.errors import DeployError
 
 
@@ -52,26 +53,9 @@ def choice(option, value, allowed):
     raise DeployError(f"--{option}", f"'{value}' is not one of {', '.join(map(str, allowed))}{hint}")
 
 
-def output_file(option, value):
-    """A path to write a file to: not a folder, and its parent (if it exists) a folder."""
-    path = Path(value)
-    if path.is_dir():
-        raise DeployError(path, f"is a folder; --{option} names the file to write (e.g. {path / 'model.bin'})")
-    for parent in path.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise DeployError(path, f"cannot be written: {parent} is a file, not a folder")
-            break
-    return path
-
-
 def output_folder(option, value):
     path = Path(value)
     if path.exists() and not path.is_dir():
         raise DeployError(path, f"is a file; --{option} names a folder here")
-    for parent in path.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise DeployError(path, f"cannot be made: {parent} is a file, not a folder")
-            break
+    check_parents(path, "made")
     return path

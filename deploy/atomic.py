@@ -36,15 +36,20 @@ def atomic_writer(path, mode="wb"):
         raise
 
 
+def check_parents(path, doing="written"):
+    """One line unless the nearest existing folder above `path` is a folder (not a file)."""
+    for parent in Path(path).parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise DeployError(path, f"cannot be {doing}: {parent} is a file, not a folder")
+            return
+
+
 def _open(path, tmp, mode):
     """The temporary file, in a folder made for it, or one line saying why `path` cannot be written."""
     if path.is_dir():
         raise DeployError(path, "is a folder; name a file to write instead")
-    for parent in [path.parent, *path.parent.parents]:
-        if parent.exists():
-            if not parent.is_dir():
-                raise DeployError(path, f"cannot be written: {parent} is a file, not a folder")
-            break
+    check_parents(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:

@@ -59,17 +59,12 @@ def cleanup(callback):
                 _cleanups.remove(callback)
 
 
-def run(command, input=None, timeout=None, capture=True, text=False, **kwargs):
-    """Like subprocess.run (capture_output by default); raises Interrupted when the task is being stopped and
-    subprocess.TimeoutExpired (after stopping the child) when `timeout` passes."""
-    pipes = dict(stdout=subprocess.PIPE, stderr=subprocess.PIPE) if capture else {}
-    child = popen(command, stdin=subprocess.PIPE if input is not None else None, text=text, **pipes, **kwargs)
+@contextlib.contextmanager
+def _waiting_for(child):
+    """While waiting for `child`: stop it if the wait is cut short; afterwards, forget it, and raise Interrupted when
+    the task is being stopped."""
     try:
-        out, err = child.communicate(input, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        _stop(child)
-        child.communicate()
-        raise
+        yield
     except BaseException:
         _stop(child)
         raise
@@ -77,6 +72,20 @@ def run(command, input=None, timeout=None, capture=True, text=False, **kwargs):
         forget(child)
     if _stopping.is_set():
         raise Interrupted()
+
+
+def run(command, input=None, timeout=None, capture=True, text=False, **kwargs):
+    """Like subprocess.run (capture_output by default); raises Interrupted when the task is being stopped and
+    subprocess.TimeoutExpired (after stopping the child) when `timeout` passes."""
+    pipes = dict(stdout=subprocess.PIPE, stderr=subprocess.PIPE) if capture else {}
+    child = popen(command, stdin=subprocess.PIPE if input is not None else None, text=text, **pipes, **kwargs)
+    with _waiting_for(child):
+        try:
+            out, err = child.communicate(input, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _stop(child)
+            child.communicate()
+            raise
     return subprocess.CompletedProcess(command, child.returncode, out, err)
 
 
@@ -94,17 +103,10 @@ def run_echoing(command, echo, **kwargs):
              threading.Thread(target=pump, args=(child.stderr, True), daemon=True)]
     for thread in pumps:
         thread.start()
-    try:
+    with _waiting_for(child):
         child.wait()
         for thread in pumps:
             thread.join()
-    except BaseException:
-        _stop(child)
-        raise
-    finally:
-        forget(child)
-    if _stopping.is_set():
-        raise Interrupted()
     return subprocess.CompletedProcess(command, child.returncode, b"".join(chunks[False]), b"".join(chunks[True]))
 
 

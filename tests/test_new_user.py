@@ -17,16 +17,9 @@ from deploy.inventory import load_inventory
 from deploy.pipeline import Options, deploy_hosts
 from deploy.profile import load_profile
 from deploy.results import BY_HAND, EMULATED, load, record_by_hand
+from tests.test_deploy import Quiet
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-class Quiet:
-    def __init__(self):
-        self.lines = []
-
-    def print(self, text, **_):
-        self.lines.append(str(text))
 
 
 def inventory(tmp_path, text):
