@@ -113,8 +113,11 @@ def peer(name, work):
     upstream_argv = (lambda m, t, n: [m, "-z", t, "-n", n, "-t", "0"])
     if name == "llama98 -O0":  # Borland C++ 5.02's naive x87 code: gcc -O0 stand-in (FACTS section 8)
         source = PEERS / "llama98.c" / "run.c"
-        command = ["i686-linux-gnu-gcc", "-O0", "-march=pentium2", "-static", "-o", work / "llama98-O0", source,
-                   "-lm"]
+        # its Makefile's win98 line defines _WIN32 and __BORLANDC__, which select these three (LEGACY_FP: exp and
+        # sqrt in double through range-checking wrappers); _WIN32 itself would take Windows headers
+        borland = ["-DNO_SIMD", "-DNO_FAST_MATH", "-DLEGACY_FP"]
+        command = ["i686-linux-gnu-gcc", "-O0", "-march=pentium2", *borland, "-static", "-o", work / "llama98-O0",
+                   source, "-lm"]
         sources = [source]
         argv = upstream_argv
     elif name.startswith("ullm"):  # Rossignol: -O2 (ullm's Makefile), AltiVec matmul or the scalar one

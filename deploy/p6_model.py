@@ -4,8 +4,9 @@ callgrind, run with the Pentium II's cache geometry and `--dump-instr=yes`, give
 the L1/L2 misses. Instructions of one function executed the same number of times are one loop body (or straight-line
 block); each such group costs its count times the tightest of the P6's resource bounds: decode (4-1-1: one multi-uop
 instruction per cycle, up to three instructions), 16 fetch bytes, 3 retired uops, and the execution ports (port 0:
-every x87 arithmetic uop, FMUL every 2nd cycle, FDIV/FSQRT not pipelined; port 1; port 2 loads; ports 3 and 4 the
-store address and data). Misses add 15 cycles for an L1 miss that hits L2 and 41 for an L2 miss (a 32-byte line at
+one uop per cycle, every x87 arithmetic uop among them; behind it the FP multiplier takes an FMUL every 2nd cycle and
+the divider one FDIV/FSQRT at a time, while port 0 issues other uops (an FADD) in between: the x87's one operation per
+cycle; port 1; port 2 loads; ports 3 and 4 the store address and data). Misses add 15 cycles for an L1 miss that hits L2 and 41 for an L2 miss (a 32-byte line at
 the ~270 MB/s of a PII/440BX with PC100), not overlapped with compute.
 
 Sources: Agner Fog, "Instruction tables" (Pentium Pro/II/III) and "The microarchitecture of Intel, AMD and VIA CPUs"
@@ -29,11 +30,14 @@ CACHE_ARGS = ["--I1=16384,4,32", "--D1=16384,4,32", "--LL=524288,4,32"]
 # glibc then takes its x87 libm and string code, as a Pentium II without SSE would
 NO_SSE = "glibc.cpu.hwcaps=-SSE,-SSE2,-SSE3,-SSSE3,-SSE4_1,-SSE4_2,-AVX,-AVX2,-FMA,-FMA4"
 
-# x87 and integer operations with a port-0 occupancy above one cycle (not pipelined, or every 2nd cycle)
-PORT0_CYCLES = {"fmul": 2, "fimul": 2, "fdiv": 38, "fdivr": 38, "fidiv": 38, "fidivr": 38, "fsqrt": 69,
-                "fldcw": 10, "f2xm1": 66, "fyl2x": 103, "fyl2xp1": 103, "fsin": 65, "fcos": 65, "fsincos": 80,
+# x87 and integer operations with a port-0 occupancy above one cycle (microcoded or not pipelined)
+PORT0_CYCLES = {"fldcw": 10, "f2xm1": 66, "fyl2x": 103, "fyl2xp1": 103, "fsin": 65, "fcos": 65, "fsincos": 80,
                 "fptan": 110, "fpatan": 150, "fscale": 12, "frndint": 20, "fprem": 26, "fprem1": 26,
                 "div": 39, "idiv": 39, "pmaddwd": 1}
+# units behind port 0 that accept a new uop only every so many cycles; port 0 issues other uops meanwhile
+UNIT_CYCLES = {"fmul": ("multiplier", 2), "fimul": ("multiplier", 2), "fdiv": ("divider", 38),
+               "fdivr": ("divider", 38), "fidiv": ("divider", 38), "fidivr": ("divider", 38),
+               "fsqrt": ("divider", 69)}
 # uops of microcoded or multi-uop instructions with register operands (memory operands add their own)
 UOPS = {"push": 3, "pop": 2, "call": 4, "ret": 4, "leave": 3, "xchg": 3, "cmov": 2, "mul": 3, "div": 4,
         "idiv": 4, "cltd": 1, "cdq": 1, "fnstsw": 3, "fstsw": 3, "fldcw": 3, "fnstcw": 3, "fild": 4, "fist": 4,
@@ -56,8 +60,9 @@ class Instruction:
 @dataclasses.dataclass
 class Callgrind:
     """One callgrind run: self cost per instruction address, per function, and the event totals."""
-    costs: dict  # function -> {address: [Ir, Dr, Dw, I1mr, D1mr, D1mw, ILmr, DLmr, DLmw]}
+    costs: dict  # function -> {address: [one value per event]}
     totals: dict
+    events: list
     calls: collections.Counter  # function name -> times called
 
 
@@ -108,7 +113,7 @@ def read_callgrind(path):
                     cell[index] += value
     if not events:
         raise DeployError(path, "not a callgrind output file (no events line)")
-    return Callgrind(dict(costs), totals, calls)
+    return Callgrind(dict(costs), totals, calls=calls, events=events)
 
 
 def _name(field, names):
@@ -128,7 +133,8 @@ def _position(field, previous):
 
 
 def uops_and_ports(instruction):
-    """(uops, {port: cycles}) of one instruction on a P6; ports 'p0', 'p1', 'p01' (either), 'p2', 'p3', 'p4'."""
+    """(uops, {port: cycles}) of one instruction on a P6; ports 'p0', 'p1', 'p01' (either), 'p2', 'p3', 'p4', and
+    the x87 'multiplier' and 'divider' behind port 0."""
     mnemonic, operands = instruction.mnemonic, instruction.operands
     base = "rep" if mnemonic.startswith("rep") else _base(mnemonic)
     ops = _split(operands)
@@ -161,6 +167,9 @@ def uops_and_ports(instruction):
     if x87_or_slow:
         ports["p0"] += PORT0_CYCLES.get(base, 1) if base != "fxch" else 0
         ports["p01"] += uops - 1
+        if base in UNIT_CYCLES:
+            unit, cycles = UNIT_CYCLES[base]
+            ports[unit] += cycles
     else:
         ports["p01"] += uops
     reads = int(any(_is_memory(op) for op in ops))
@@ -195,8 +204,9 @@ def _base(mnemonic):
         return "fstp"
     if mnemonic in ("fsts", "fstl"):
         return "fst"
-    if re.fullmatch(r"f(add|sub|mul|div)r?p?[sl]?", mnemonic):
-        return re.sub(r"r?p?[sl]?$", "", mnemonic)
+    arithmetic = re.fullmatch(r"(f(?:add|sub|mul|div)r?)p?[sl]?", mnemonic)  # fmul %st(1),%st is fmul, not "fmu"
+    if arithmetic:
+        return arithmetic.group(1)
     if mnemonic in ("fld1", "fldz", "fldpi", "fldl2e", "fldln2", "fldlg2", "fldl2t"):
         return mnemonic
     if len(mnemonic) > 2 and mnemonic[-1] in "bwlq" and mnemonic[:-1] in (
@@ -222,7 +232,7 @@ def group_cycles(weighted):
             decode += weight * (1 + (uops - 1) // 4)
             slot = 1
     execution = max(ports["p0"], ports["p1"], (ports["p0"] + ports["p1"] + ports["p01"]) / 2, ports["p2"],
-                    ports["p3"], ports["p4"])
+                    ports["p3"], ports["p4"], ports["multiplier"], ports["divider"])
     return max(decode, fetch_bytes / 16, uops_total / 3, execution)
 
 
@@ -247,10 +257,20 @@ def cycles(core_cycles, l2_hits, l2_misses):
 
 
 def cost(profile, code):
-    """Cycles of one run: each function's instructions clustered by execution count (a loop's body and its test
-    differ by the loop's entries) and each cluster costed by `group_cycles`, plus the cache misses."""
-    core = 0.0
-    for cells in profile.costs.values():
+    """Cycles of one run: the sum of `by_function`."""
+    parts = by_function(profile, code).values()
+    return Cost(sum(p.instructions for p in parts), sum(p.core_cycles for p in parts), sum(p.l2_hits for p in parts),
+                sum(p.l2_misses for p in parts))
+
+
+def by_function(profile, code):
+    """{function: Cost}: each function's instructions clustered by execution count (a loop's body and its test
+    differ by the loop's entries), each cluster costed by `group_cycles`, plus the cache misses of its instructions."""
+    index = {name: position for position, name in enumerate(("Ir", "I1mr", "D1mr", "D1mw", "ILmr", "DLmr", "DLmw"))}
+    columns = [profile.events.index(name) if name in profile.events else None for name in index]
+    found = {}
+    for function, cells in profile.costs.items():
+        core = 0.0
         by_count = sorted(((cell[0], address) for address, cell in cells.items() if cell[0]), reverse=True)
         cluster = []
         for count, address in by_count + [(0, None)]:
@@ -261,10 +281,10 @@ def cost(profile, code):
                 core += reference * group_cycles(sorted(known, key=lambda item: item[0].address)) + unknown / 3
                 cluster = []
             cluster.append((count, address))
-    t = profile.totals
-    l1_misses = t.get("I1mr", 0) + t.get("D1mr", 0) + t.get("D1mw", 0)
-    l2_misses = t.get("ILmr", 0) + t.get("DLmr", 0) + t.get("DLmw", 0)
-    return Cost(t.get("Ir", 0), core, l1_misses - l2_misses, l2_misses)
+        sums = [sum(cell[column] for cell in cells.values()) if column is not None else 0 for column in columns]
+        instructions, l1_misses, l2_misses = sums[0], sum(sums[1:4]), sum(sums[4:7])
+        found[function] = Cost(instructions, core, l1_misses - l2_misses, l2_misses)
+    return found
 
 
 def callgrind_command(out_file, program_argv):
