@@ -83,3 +83,20 @@ def test_a_real_recount_matches_the_committed_count(tmp_path):
     fresh = counting.count(machine_model.MACHINES["pentium2"], program, "stories260K", 0, tmp_path)
     for name in ("instructions", "cycles"):
         assert fresh["per_token"][name] == pytest.approx(committed["per_token"][name], rel=0.02), name
+
+
+def test_the_p6_fpu_issues_an_fadd_between_two_fmuls():
+    """Port 0 takes one x87 uop per cycle; the multiplier a new FMUL every 2nd cycle (register forms included: "fmul"
+    was once read as "fmu"). Four multiply-adds with the x values on the stack: 8 cycles, the x87's one operation per
+    cycle, not 12."""
+    body = ["flds (%edi,%eax,4)", "flds (%ebx,%eax,4)", "fmul %st(1),%st", "faddp %st,%st(2)", "flds (%edx,%eax,4)",
+            "fmul %st(1),%st", "faddp %st,%st(3)", "flds (%esi,%eax,4)", "fmul %st(1),%st", "faddp %st,%st(4)",
+            "fmuls (%ecx,%eax,4)", "inc %eax", "cmp %eax,%ebp", "faddp %st,%st(4)", "jne 804bf30"]
+    instructions = []
+    for text in body:
+        mnemonic, _, operands = text.partition(" ")
+        instructions.append((p6_model.Instruction(0, 3, mnemonic, operands), 1.0))
+    assert p6_model._base("fmul") == "fmul"
+    assert p6_model.group_cycles(instructions) == 8
+    divide = [(p6_model.Instruction(0, 2, "fdivrs", "(%eax)"), 1.0), (p6_model.Instruction(0, 2, "fadd", "%st(1)"), 1.0)]
+    assert p6_model.group_cycles(divide) == 38  # the divider, not pipelined
