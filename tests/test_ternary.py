@@ -131,3 +131,16 @@ def test_bundled_ternary_model_writes_corpus_english(host_exact_plan, tmp_path):
     known = sum(word in vocabulary() for word in generated)
     print(texts)
     assert tokens >= 200 and known / len(generated) >= 0.9, texts
+
+
+def test_planner_offers_ternary_with_its_size_and_predicted_speed():
+    from deploy.checkpoint import Header
+    from deploy.models import LLAMA2_7B
+    from deploy.planner import plan_model
+
+    *_, fit, _, options, _ = plan_model("win98-p2", "llama2-7b")
+    ternary = next(option for option in options if option.what.startswith("ternary (v3)"))
+    assert ternary.model_bytes == expected_size(Header(3, "little", LLAMA2_7B)) < 2.7e9 and not ternary.fits
+    _, _, header, fit, prediction, _, speeds = plan_model("win98-p2", "tiny260k-ternary")
+    assert header.version == 3 and fit.ok
+    assert prediction.tok_s > max(row.predicted_tok_s for row in speeds if row.model == "stories260K")
