@@ -15,6 +15,7 @@ import numpy as np
 
 from deploy.atomic import atomic_writer
 from deploy.errors import DeployError, file_error
+from deploy.ternary import dequantize_layers, invalid_codes, pack, quantize as quantize_ternary, row_bytes, unpack
 
 MAGIC = 0x616B3432  # "ak42" as a little-endian uint32
 V0_HEADER_BYTES = 28
@@ -134,8 +135,6 @@ def segments(header):
             order.append("wcls")
         return [Segment(name, "f4", sizes[name]) for name in order]
     if header.version == TERNARY:
-        from deploy.ternary import row_bytes
-
         found = [Segment(name, "f4", sizes[name]) for name in (*NORMS, "tok_embeddings")]
         for kind, (layers, rows, cols) in ((kind, config.shapes()[kind]) for kind in LAYER_MATRICES):
             for layer in range(layers):
@@ -156,8 +155,6 @@ def expected_size(header):
     not overflow), so that it can be checked against the real size before anything is walked or allocated."""
     config = header.config
     if header.version == TERNARY:
-        from deploy.ternary import row_bytes
-
         shapes = config.shapes()
         fp32 = sum(math.prod(shapes[name]) for name in shapes if name not in LAYER_MATRICES)
         packed = sum(layers * (rows * row_bytes(cols) + 4) for layers, rows, cols in
@@ -346,8 +343,6 @@ def read_model(path):
     shapes = config.shapes()
     weights = {}
     if header.version == TERNARY:
-        from deploy.ternary import dequantize_layers
-
         ternary = read_ternary_regions(path, config, regions)
         weights = {name: dequantize_layers(*ternary[name]) for name in LAYER_MATRICES}
     for name, shape in shapes.items():
@@ -401,8 +396,6 @@ def read_ternary(path):
 def read_ternary_regions(path, config, regions):
     """{kind: (trits, scales)} of a v3 file's layer matrices; a 2-bit code 11 (no trit) or a scale that is not a
     finite non-negative number is refused, naming the tensor."""
-    from deploy.ternary import invalid_codes, unpack
-
     found = {}
     for kind in LAYER_MATRICES:
         layers, rows, cols = config.shapes()[kind]
@@ -469,8 +462,6 @@ def write_model(model, path, version=0, byteorder="little", group_size=None):
         scales = None
         for segment in segments(header):
             if segment.dtype == "u1":
-                from deploy.ternary import pack, quantize as quantize_ternary
-
                 kind, layer = segment.name[:-2].split(".")
                 trits, scale = quantize_ternary(model.weights[kind][int(layer)])
                 out.write(pack(trits).tobytes())
