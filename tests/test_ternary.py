@@ -100,7 +100,7 @@ def test_exact_build_prints_the_reference_bit_for_bit(target, host_exact_plan, t
     np.testing.assert_array_equal(logits, np.concatenate(expected["portable"].logits))
 
 
-@pytest.mark.parametrize("target", ["host", "p2-linux", "win98-p2", "rpi4", "pixel6", "powerbook-g4"])
+@pytest.mark.parametrize("target", ["host", *TARGETS])
 def test_fast_ternary_kernels_agree_with_the_reference(target, host_fast_plan, ternary_files, expected, build_dir,
                                                        tmp_path):
     plan = host_fast_plan if target == "host" else plan_for(target, False, build_dir, PLANS)
