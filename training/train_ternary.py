@@ -5,7 +5,7 @@ whose forward pass is what the ports compute: weights as trits times their absme
 int8 (absmax). The rounding has no gradient, so the straight-through estimator passes the gradient of the quantized
 weights and activations to the latent fp32 ones. Norms, embeddings and the (shared) classifier stay fp32, as in v3.
 
-    python3 -m training.train_ternary              # models/tiny260k-ternary.bin, ~10 minutes on 2 cores
+    python3 -m training.train_ternary              # models/tiny260k-ternary.bin, 10-35 minutes on 2 shared cores
 """
 
 import argparse
