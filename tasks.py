@@ -14,6 +14,7 @@ import invoke
 from invoke import Collection
 
 from deploy import args as check
+from deploy.checkpoint import VERSIONS
 from deploy.console import console, main_guard
 
 
@@ -156,7 +157,7 @@ def _run_on_host(host, model, tokenizer, exact, args):
 @task(help={"model": "source checkpoint (catalog name or path)", "out": "output file (or folder with --target)",
             "tokenizer": "catalog name or tokenizer.bin to convert too (with --target; a catalog model brings its "
                          "own)", "target": "convert for this target profile",
-            "version": "checkpoint version to write: 0, 1 or 2 (int8)", "byteorder": "little or big",
+            "version": "checkpoint version to write: 0, 1, 2 (int8) or 3 (ternary)", "byteorder": "little or big",
             "group_size": "int8 group size (v2); must divide dim and hidden_dim"})
 def convert(c, model=None, out=None, tokenizer=None, target=None, version=None, byteorder=None, group_size=None):
     """Convert a checkpoint's version or byte order, or prepare model and tokenizer for a target."""
@@ -164,7 +165,7 @@ def convert(c, model=None, out=None, tokenizer=None, target=None, version=None, 
     from deploy.models import model_path, resolve
 
     model, out = check.required("model", model), check.required("out", out)
-    version = check.choice("version", check.integer("version", version), [0, 1, 2])
+    version = check.choice("version", check.integer("version", version), list(VERSIONS))
     byteorder = check.choice("byteorder", byteorder, ["little", "big"])
     group_size = check.integer("group-size", group_size, minimum=1)
     if target:
@@ -181,14 +182,14 @@ def convert(c, model=None, out=None, tokenizer=None, target=None, version=None, 
 
 
 @task(help={"out": "checkpoint to write", "shape": "stories260K, stories15M, stories42M or stories110M",
-            "version": "0, 1 or 2", "seed": "random seed", "byteorder": "little or big"})
+            "version": "0, 1, 2 (int8) or 3 (ternary)", "seed": "random seed", "byteorder": "little or big"})
 def synth(c, out=None, shape="stories260K", version="0", seed="0", byteorder="little"):
     """Write a random-weights checkpoint of a known shape (for tests and benchmarks)."""
     from deploy.synth import SHAPES, write_random_model
 
     out = check.required("out", out)
     shape = check.choice("shape", shape, list(SHAPES))
-    version = check.choice("version", check.integer("version", version), [0, 1, 2])
+    version = check.choice("version", check.integer("version", version), list(VERSIONS))
     seed = check.integer("seed", seed, minimum=0, maximum=2**32 - 1)
     byteorder = check.choice("byteorder", byteorder, ["little", "big"])
     header = write_random_model(out, SHAPES[shape], version, seed, byteorder)

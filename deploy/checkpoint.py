@@ -1,4 +1,4 @@
-"""llama2.c checkpoints: headers, tensor layout, reading, validation and writing for v0, v1 and v2.
+"""llama2.c checkpoints: headers, tensor layout, reading, validation and writing for v0, v1, v2 and v3 (ternary).
 
 A checkpoint is described by its `Header` (version, byte order, shape, group size); `segments(header)` lists every
 region of the body in file order with its element type, so readers, writers and the streaming byte-order converter
@@ -15,11 +15,13 @@ import numpy as np
 
 from deploy.atomic import atomic_writer
 from deploy.errors import DeployError, file_error
+from deploy.ternary import dequantize_layers, invalid_codes, pack, quantize as quantize_ternary, row_bytes, unpack
 
 MAGIC = 0x616B3432  # "ak42" as a little-endian uint32
 V0_HEADER_BYTES = 28
 V1_HEADER_BYTES = 256
-VERSIONS = (0, 1, 2)
+VERSIONS = (0, 1, 2, 3)
+TERNARY = 3  # the project's own: 2-bit ternary layer matrices, docs/ternary.md
 ENDIAN = {"little": "<", "big": ">"}
 
 # Tensor kinds in the order each version stores them. Shapes are (rows, cols) per layer, cols being the input size.
@@ -96,7 +98,7 @@ class Header:
 @dataclasses.dataclass(frozen=True)
 class Segment:
     name: str
-    dtype: str  # "f4" or "i1"
+    dtype: str  # "f4", "i1" (int8) or "u1" (packed ternary bytes)
     count: int
 
     @property
@@ -132,6 +134,15 @@ def segments(header):
         if not config.shared_classifier:
             order.append("wcls")
         return [Segment(name, "f4", sizes[name]) for name in order]
+    if header.version == TERNARY:
+        found = [Segment(name, "f4", sizes[name]) for name in (*NORMS, "tok_embeddings")]
+        for kind, (layers, rows, cols) in ((kind, config.shapes()[kind]) for kind in LAYER_MATRICES):
+            for layer in range(layers):
+                found += [Segment(f"{kind}.{layer}.t", "u1", rows * row_bytes(cols)),
+                          Segment(f"{kind}.{layer}.s", "f4", 1)]
+        if not config.shared_classifier:
+            found.append(Segment("wcls", "f4", sizes["wcls"]))
+        return found
     found = [Segment(name, "f4", sizes[name]) for name in NORMS]
     for kind, count, repeat in quantized_kinds(config):
         for name in [f"{kind}.{layer}" for layer in range(repeat)] if kind in LAYER_MATRICES else [kind]:
@@ -143,6 +154,12 @@ def expected_size(header):
     """The file size the header promises, in constant time and memory whatever the header says (Python integers do
     not overflow), so that it can be checked against the real size before anything is walked or allocated."""
     config = header.config
+    if header.version == TERNARY:
+        shapes = config.shapes()
+        fp32 = sum(math.prod(shapes[name]) for name in shapes if name not in LAYER_MATRICES)
+        packed = sum(layers * (rows * row_bytes(cols) + 4) for layers, rows, cols in
+                     (shapes[kind] for kind in LAYER_MATRICES))
+        return header.size + 4 * fp32 + packed
     if header.version != 2:
         total = 4 * config.parameter_count()
         if header.version == 0:
@@ -184,7 +201,7 @@ def choose_group_size(config, wanted=None, where="group size"):
 
 def check_version(version, where="checkpoint"):
     if isinstance(version, bool) or version not in VERSIONS:
-        raise DeployError(where, f"unknown checkpoint version {version!r} (known: 0, 1, 2)")
+        raise DeployError(where, f"unknown checkpoint version {version!r} (known: 0, 1, 2, 3)")
     return version
 
 
@@ -225,8 +242,8 @@ def _parse_versioned(raw, path, order):
     if len(raw) < V1_HEADER_BYTES:
         raise DeployError(path, f"truncated header: {len(raw)} of {V1_HEADER_BYTES} bytes")
     version = struct.unpack_from(mark + "i", raw, 4)[0]
-    if version not in (1, 2):
-        raise DeployError(path, f"unsupported checkpoint version {version} (known: 0, 1, 2)")
+    if version not in (1, 2, TERNARY):
+        raise DeployError(path, f"unsupported checkpoint version {version} (known: 0, 1, 2, 3)")
     fields = struct.unpack_from(mark + "7i", raw, 8)
     shared = raw[36]
     if shared not in (0, 1):
@@ -306,19 +323,31 @@ class Model:
         return self.weights["tok_embeddings"] if self.config.shared_classifier else self.weights["wcls"]
 
 
-def read_model(path):
-    """Read any version into fp32 (int8 weights are dequantized)."""
-    header = read_header(path)
-    config, mark = header.config, ENDIAN[header.byteorder]
+def _regions(path, header):
+    """{segment name: array view of its bytes} in the file's byte order."""
+    mark = ENDIAN[header.byteorder]
     raw = np.memmap(path, dtype=np.uint8, mode="r", offset=header.size)
     regions, offset = {}, 0
     for segment in segments(header):
-        dtype = np.dtype(mark + segment.dtype) if segment.dtype == "f4" else np.int8
+        dtype = {"f4": np.dtype(mark + "f4"), "i1": np.int8, "u1": np.uint8}[segment.dtype]
         regions[segment.name] = raw[offset:offset + segment.nbytes].view(dtype)
         offset += segment.nbytes
+    return regions
+
+
+def read_model(path):
+    """Read any version into fp32 (int8 and ternary weights are dequantized)."""
+    header = read_header(path)
+    config = header.config
+    regions = _regions(path, header)
     shapes = config.shapes()
     weights = {}
+    if header.version == TERNARY:
+        ternary = read_ternary_regions(path, config, regions)
+        weights = {name: dequantize_layers(*ternary[name]) for name in LAYER_MATRICES}
     for name, shape in shapes.items():
+        if name in weights:
+            continue
         if header.quantized and name not in NORMS:
             weights[name] = _dequantize_tensor(regions, name, shape, config, header.group_size)
         else:
@@ -332,14 +361,8 @@ def read_quantized(path):
     header = read_header(path)
     if not header.quantized:
         raise DeployError(path, f"is a v{header.version} (fp32) checkpoint, not int8")
-    config, mark = header.config, ENDIAN[header.byteorder]
-    raw = np.memmap(path, dtype=np.uint8, mode="r", offset=header.size)
-    regions, offset = {}, 0
-    for segment in segments(header):
-        block = raw[offset:offset + segment.nbytes]
-        regions[segment.name] = block.view(mark + "f4").astype(np.float32) if segment.dtype == "f4" else \
-            block.view(np.int8)
-        offset += segment.nbytes
+    config = header.config
+    regions = _regions(path, header)
     shapes = config.shapes()
     tensors = {name: regions[name].astype(np.float32).reshape(shapes[name]) for name in NORMS}
     group = header.group_size
@@ -354,6 +377,42 @@ def read_quantized(path):
             raise DeployError(path, f"group size {group} does not divide the rows of {name} ({shape[-1]})")
         tensors[name] = (q, s)
     return header, tensors
+
+
+def read_ternary(path):
+    """A v3 checkpoint as the ports hold it: (header, {kind: (int8 trits (layers, rows, cols), fp32 scales
+    (layers,))} plus the fp32 norms, embeddings and unshared classifier in canonical shapes)."""
+    header = read_header(path)
+    if header.version != TERNARY:
+        raise DeployError(path, f"is a v{header.version} checkpoint, not ternary (v{TERNARY})")
+    regions = _regions(path, header)
+    tensors = read_ternary_regions(path, header.config, regions)
+    for name, shape in header.config.shapes().items():
+        if name not in tensors:
+            tensors[name] = regions[name].astype(np.float32).reshape(shape)
+    return header, tensors
+
+
+def read_ternary_regions(path, config, regions):
+    """{kind: (trits, scales)} of a v3 file's layer matrices; a 2-bit code 11 (no trit) or a scale that is not a
+    finite non-negative number is refused, naming the tensor."""
+    found = {}
+    for kind in LAYER_MATRICES:
+        layers, rows, cols = config.shapes()[kind]
+        trits, scales = [], []
+        for layer in range(layers):
+            packed = regions[f"{kind}.{layer}.t"].reshape(rows, -1)
+            bad = invalid_codes(packed)
+            if bad:
+                raise DeployError(path, f"{kind} of layer {layer} holds {bad} invalid ternary codes (binary 11); "
+                                        f"the file is damaged: convert it again")
+            scale = float(regions[f"{kind}.{layer}.s"][0])
+            if not np.isfinite(scale) or scale < 0:
+                raise DeployError(path, f"{kind} of layer {layer} has scale {scale}, expected a finite number >= 0")
+            trits.append(unpack(packed, cols))
+            scales.append(scale)
+        found[kind] = (np.stack(trits), np.asarray(scales, np.float32))
+    return found
 
 
 def _dequantize_tensor(regions, name, shape, config, group):
@@ -402,7 +461,12 @@ def write_model(model, path, version=0, byteorder="little", group_size=None):
         out.write(pack_header(header))
         scales = None
         for segment in segments(header):
-            if segment.dtype == "i1":
+            if segment.dtype == "u1":
+                kind, layer = segment.name[:-2].split(".")
+                trits, scale = quantize_ternary(model.weights[kind][int(layer)])
+                out.write(pack(trits).tobytes())
+                scales = np.asarray([scale], np.float32)
+            elif segment.dtype == "i1":
                 kind, _, layer = segment.name[:-2].partition(".")
                 tensor = model.weights[kind][int(layer)] if layer else model.weights[kind]
                 q, scales = quantize(np.asarray(tensor, np.float32).ravel(), group)

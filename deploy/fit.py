@@ -40,6 +40,9 @@ def memory_needed(header, program_bytes=0, tokenizer_bytes=0):
     weights = 4 * c.parameter_count()
     if header.version == 2:
         weights = c.parameter_count() * (1 + 4 / header.group_size)
+    elif header.version == 3:  # ternary: the file less its header (packed codes, fp32 norms and embeddings)
+        from deploy.checkpoint import expected_size
+        weights = expected_size(header) - header.size
     kv_cache = 2 * 4 * c.n_layers * c.seq_len * c.kv_dim
     activations = 4 * (4 * c.dim + 2 * c.hidden_dim + c.n_heads * c.seq_len + 2 * c.vocab_size)
     return weights + kv_cache + activations + 2 * tokenizer_bytes + program_bytes + PROGRAM_OVERHEAD_BYTES

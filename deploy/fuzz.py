@@ -1,6 +1,6 @@
 """A seeded mutation fuzzer for the rendered inference program and the Python readers.
 
-It mutates small valid v0, v1 and v2 checkpoints (both byte orders), tokenizers and command lines, runs the program
+It mutates small valid v0, v1, v2 and v3 (ternary) checkpoints (both byte orders), tokenizers and command lines, runs the program
 built with AddressSanitizer and UndefinedBehaviorSanitizer (64-bit host and i686, whose size_t is 32 bits), and the
 Python readers under a memory limit. A run may end normally or with a one-line error; a crash, a sanitizer report, a
 hang or a Python traceback is a failure, and every failing input can be kept as a regression case.
@@ -122,7 +122,7 @@ def seed_corpus(folder):
         tokenizer = synthetic_tokenizer(config.vocab_size) if config.vocab_size >= 259 else \
             tiny_tokenizer(config.vocab_size)
         write_tokenizer(tokenizer, folder / "t.bin")
-        for version in (0, 1, 2):
+        for version in (0, 1, 2, 3):
             for order in ("little", "big") if name == "shared" else ("little",):
                 write_model(model, folder / "m.bin", version, order, group_size=8)
                 corpus.append((f"{name}-v{version}-{order}", (folder / "m.bin").read_bytes(),

@@ -106,6 +106,9 @@ def find(counts, machine, program, model, version=0):
 
 
 def weight_bytes(config, version):
+    if version == 3:  # ternary: packed codes, fp32 norms and embeddings; the file less its header
+        from deploy.checkpoint import V1_HEADER_BYTES, Header, expected_size
+        return expected_size(Header(3, "little", config)) - V1_HEADER_BYTES
     params = config.parameter_count()
     if version == 2:
         from deploy.checkpoint import default_group_size
@@ -192,6 +195,7 @@ class Row:
     predicted_published_port_tok_s: float = None
     predicted_tok_s: float = None  # ours, fp32
     predicted_int8_tok_s: float = None
+    predicted_ternary_tok_s: float = None  # ours, v3
     error: float = None  # predicted / published - 1, for the published port
     validated: bool = False
     fitted_here: bool = False
@@ -242,7 +246,8 @@ def rows(targets=None, counts=None):
         if figure.target in profiles:
             (row.predicted_tok_s, stale32), (row.predicted_int8_tok_s, stale8) = (ours(figure.target, figure.model, 0),
                                                                                  ours(figure.target, figure.model, 2))
-            row.stale = stale32 or stale8
+            row.predicted_ternary_tok_s, stale3 = ours(figure.target, figure.model, 3)
+            row.stale = stale32 or stale8 or stale3
         if entry is None:
             row.note = "not counted yet: scripts/count_machines.py"
         found.append(row)
@@ -252,8 +257,9 @@ def rows(targets=None, counts=None):
             if any(r.target == target and r.model == model for r in found):
                 continue
             (fp32, stale32), (int8, stale8) = ours(target, model, 0), ours(target, model, 2)
+            ternary, stale3 = ours(target, model, 3)
             found.append(Row(target, model, predicted_tok_s=fp32, predicted_int8_tok_s=int8,
-                             stale=stale32 or stale8,
+                             predicted_ternary_tok_s=ternary, stale=stale32 or stale8 or stale3,
                              note=_note(machine, profiles[target])))
     return found, fraction
 
@@ -278,5 +284,5 @@ def prediction_for(target, model_name, version, counts=None):
         return None
     for row in rows([target], counts)[0]:
         if row.model == model_name:
-            return row.predicted_int8_tok_s if version == 2 else row.predicted_tok_s
+            return {2: row.predicted_int8_tok_s, 3: row.predicted_ternary_tok_s}.get(version, row.predicted_tok_s)
     return None

@@ -43,6 +43,9 @@ LLAMA2_7B = Config(4096, 11008, 32, 32, 32, 32000, 4096, shared_classifier=False
 CATALOG = {entry.name: entry for entry in [
     CatalogEntry("tiny260k", SHAPES["stories260K"], "tiny260k.bin", "tiny260k-tok.bin",
                  "trained by this project (training/train.py) on its own story grammar; bundled"),
+    CatalogEntry("tiny260k-ternary", SHAPES["stories260K"], "tiny260k-ternary.bin", "tiny260k-tok.bin",
+                 "tiny260k with ternary (BitNet b1.58) layer matrices, quantization-aware training "
+                 "(training/train_ternary.py); bundled", version=3),
     CatalogEntry("stories260K", SHAPES["stories260K"], "stories260K.bin", "tok512.bin",
                  "Andrej Karpathy, tinyllamas (TinyStories)", f"{TINYLLAMAS}/stories260K/stories260K.bin",
                  f"{TINYLLAMAS}/stories260K/tok512.bin"),

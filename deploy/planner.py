@@ -44,14 +44,20 @@ def int8_is_faster(profile, model_name, config, counts=None):
     return group >= 16, f"not counted; group size {group}"
 
 
+def ternary_speed(profile, model_name, counts=None):
+    """What the machine model predicts for a ternary (v3) build, or why it cannot say."""
+    tok_s = machine_model.prediction_for(profile.name, model_name, 3, counts) if model_name else None
+    return f"machine model: {tok_s:.3g} tok/s" if tok_s else "speed not counted for this target and shape"
+
+
 def _files(profile, model_bytes, tokenizer_bytes, program_bytes):
     files = profile["files"]
     return {files["program"]: program_bytes, files["model"]: model_bytes, files["tokenizer"]: tokenizer_bytes}
 
 
 def alternatives(profile, header, tokenizer_bytes, program_bytes=150_000, model_name=None, counts=None):
-    """What would fit when `header`'s model does not: int8 weights (where faster), a shorter context, a smaller
-    model; each in the header's own format (an int8 model's alternatives are int8)."""
+    """What would fit when `header`'s model does not: int8 weights (where faster), ternary weights, a shorter
+    context, a smaller model; each in the header's own format (an int8 model's alternatives are int8)."""
     from deploy.models import CATALOG
 
     found, config = [], header.config
@@ -59,14 +65,14 @@ def alternatives(profile, header, tokenizer_bytes, program_bytes=150_000, model_
     def same_format(shape):
         if header.version == 2:
             return Header(2, header.byteorder, shape, default_group_size(shape))
-        return Header(0, header.byteorder, shape)
+        return Header(3 if header.version == 3 else 0, header.byteorder, shape)
 
     def option(what, candidate, note=""):
         size = expected_size(candidate)
         fit = check_fit(profile, candidate, _files(profile, size, tokenizer_bytes, program_bytes))
         found.append(Alternative(what, size, fit.memory_bytes, fit.ok, note))
 
-    if header.version != 2:
+    if header.version not in (2, 3):
         int8 = Header(2, header.byteorder, config, default_group_size(config))
         faster, why = int8_is_faster(profile, model_name, config, counts)
         if faster:
@@ -74,13 +80,16 @@ def alternatives(profile, header, tokenizer_bytes, program_bytes=150_000, model_
         else:
             found.append(Alternative(f"int8 (v2, group size {int8.group_size}): not offered, slower than fp32",
                                      expected_size(int8), 0, False, why))
-    kind = "int8" if header.version == 2 else "fp32"
+    if header.version != 3:
+        option("ternary (v3): train for it (training/train_ternary.py); invoke convert --version 3 alone loses the "
+               "model", Header(3, header.byteorder, config), ternary_speed(profile, model_name, counts))
+    kind = {2: "int8", 3: "ternary"}.get(header.version, "fp32")
     for seq_len in (256, 128):
         if seq_len < config.seq_len:
             option(f"seq_len {seq_len} (a smaller KV cache, {kind})",
                    same_format(dataclasses.replace(config, seq_len=seq_len)))
     for entry in CATALOG.values():
-        if entry.shape.parameter_count() < config.parameter_count():
+        if entry.version == 0 and entry.shape.parameter_count() < config.parameter_count():
             option(f"{entry.name} instead ({kind})", same_format(entry.shape))
     return found
 

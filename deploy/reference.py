@@ -246,6 +246,33 @@ class QuantizedTransformer(Transformer):
         return matvec_q8(q, s, x, self.group)
 
 
+class TernaryTransformer(Transformer):
+    """A ternary (v3) checkpoint as the ports run it; `tensors` come from deploy.checkpoint.read_ternary. Norms,
+    embeddings and the classifier stay fp32."""
+
+    def __init__(self, header, tensors, math="libm"):
+        from deploy.checkpoint import LAYER_MATRICES, Model
+
+        self.tensors = tensors
+        model = Model(header.config, {name: value for name, value in tensors.items() if name not in LAYER_MATRICES})
+        self.model, self.config, self.math = model, header.config, MATH[math]()
+        self.columns = {"classifier": np.ascontiguousarray(model.classifier.T)}
+        self._start()
+
+    def project(self, kind, layer, x):
+        from deploy.ternary import matvec
+
+        trits, scales = self.tensors[kind]
+        return matvec(trits[layer], scales[layer], x)
+
+
+def transformer_for(model, math="libm"):
+    """The reference for a Model (fp32) or a (header, tensors) pair from read_quantized (int8) or read_ternary."""
+    if not isinstance(model, tuple):
+        return Transformer(model, math)
+    return (TernaryTransformer if model[0].version == 3 else QuantizedTransformer)(*model, math)
+
+
 @dataclasses.dataclass
 class Sampler:
     vocab_size: int
@@ -303,8 +330,8 @@ def parse_float(value):
 def generate(model, tokenizer, prompt="", steps=256, temperature=1.0, topp=0.9, seed=1, math="libm"):
     """run.c's generate mode; `seed` already normalised the way run.c's main does. `math` is "libm" (what a default
     build calls) or "portable" (an exact build's math). `model` is a Model (fp32), or (header, tensors) from
-    deploy.checkpoint.read_quantized for an int8 checkpoint."""
-    transformer = QuantizedTransformer(*model, math) if isinstance(model, tuple) else Transformer(model, math)
+    deploy.checkpoint.read_quantized (int8) or read_ternary (v3)."""
+    transformer = transformer_for(model, math)
     model = transformer.model
     if steps <= 0 or steps > model.config.seq_len:
         steps = model.config.seq_len

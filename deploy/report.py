@@ -2,6 +2,8 @@
 
 from rich.table import Table
 
+KINDS = {0: "fp32", 1: "fp32", 2: "int8", 3: "ternary"}  # what each checkpoint version holds
+
 
 def build_table(results):
     table = Table(title="builds")
@@ -70,7 +72,7 @@ def deploy_table(results):
 
 def plan_tables(profile, model_name, header, fit, prediction, alternatives, speeds):
     """The tables `invoke plan` prints: the fit checks, alternatives when it does not fit, the machine model."""
-    kind = f"int8, group size {header.group_size}" if header.version == 2 else "fp32"
+    kind = f"int8, group size {header.group_size}" if header.version == 2 else KINDS[header.version]
     fit_table = Table(title=f"{model_name} ({kind}) on {profile.name}")
     for column in ("check", "needs", "limit", "result"):
         fit_table.add_column(column)
@@ -99,9 +101,9 @@ def speed_table(rows, title="machine model: predicted vs published (tok/s on the
     table = Table(title=title, caption="error = predicted / published - 1. Counts: deploy/data/counts.json "
                                        "(scripts/count_machines.py); method: docs/machine-model.md")
     for column in ("target", "model", "published", "published port", "predicted (that port)", "error",
-                   "ours fp32", "ours int8", "note"):
+                   "ours fp32", "ours int8", "ours ternary", "note"):
         table.add_column(column, justify="right" if column in ("published", "predicted (that port)", "error",
-                                                               "ours fp32", "ours int8") else "left")
+                                                               "ours fp32", "ours int8", "ours ternary") else "left")
 
     def show(value):
         return f"{value:.3g}" if value else ""
@@ -115,18 +117,20 @@ def speed_table(rows, title="machine model: predicted vs published (tok/s on the
         error = f"{row.error:+.0%}" if row.error is not None else ""
         table.add_row(row.target, row.model, show(row.published_tok_s), row.published_port,
                       show(row.predicted_published_port_tok_s), error, show(row.predicted_tok_s),
-                      show(row.predicted_int8_tok_s), "; ".join(notes))
+                      show(row.predicted_int8_tok_s), show(row.predicted_ternary_tok_s), "; ".join(notes))
     return table
 
 
 def speed_json(rows):
-    """One object per target, model and checkpoint version (0 fp32, 2 int8)."""
+    """One object per target, model and checkpoint version (0 fp32, 2 int8, 3 ternary)."""
     found = []
     for row in rows:
-        for version, predicted in ((0, row.predicted_tok_s), (2, row.predicted_int8_tok_s)):
+        for version, predicted in ((0, row.predicted_tok_s), (2, row.predicted_int8_tok_s),
+                                   (3, row.predicted_ternary_tok_s)):
             data = row.as_json(version)
             data["predicted_tok_s"] = predicted
             data.pop("predicted_int8_tok_s")
+            data.pop("predicted_ternary_tok_s")
             found.append(data)
     return found
 
@@ -281,5 +285,5 @@ def catalog_table():
         c = entry.shape
         shape = f"{c.dim}/{c.hidden_dim}/{c.n_layers}/{c.n_heads}/{c.n_kv_heads}/{c.vocab_size}/{c.seq_len}"
         table.add_row(entry.name, shape, f"{c.parameter_count() / 1e6:,.1f} M", f"{entry.size / 1e6:,.1f} MB",
-                      f"v{entry.version} fp32", "yes" if find_file(entry.file) else "no", entry.url or entry.source)
+                      f"v{entry.version} {KINDS[entry.version]}", "yes" if find_file(entry.file) else "no", entry.url or entry.source)
     return table

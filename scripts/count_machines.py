@@ -25,7 +25,7 @@ from deploy.machine_model import (COUNTS, MACHINES, OUR_MODELS, PUBLISHED, TARGE
                                   load_counts)
 
 
-def jobs(machines, only_published):
+def jobs(machines, only_published, versions=(0, 2, 3)):
     for figure in PUBLISHED:
         if figure.machine in machines:
             yield figure.machine, ("peer", figure.program), figure.model, 0
@@ -34,7 +34,7 @@ def jobs(machines, only_published):
     for target, machine in TARGET_MACHINE.items():
         if machine in machines and target != "win98-p2":
             for model in OUR_MODELS[machine]:
-                for version in (0, 2):
+                for version in versions:
                     yield machine, ("ours", target), model, version
 
 
@@ -42,6 +42,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--machine", action="append", choices=sorted(MACHINES))
     parser.add_argument("--only-published", action="store_true")
+    parser.add_argument("--version", action="append", type=int, choices=(0, 2, 3),
+                        help="checkpoint versions of our builds to count (default: 0, 2 and 3)")
     parser.add_argument("--out", default=str(COUNTS))
     parser.add_argument("--force", action="store_true", help="recount entries whose program has not changed")
     args = parser.parse_args()
@@ -50,7 +52,9 @@ def main():
     entries = {e["key"]: e for e in data["entries"]}
     with counting.scratch() as work:
         programs = {}
-        for machine_key, (kind, name), model, version in jobs(args.machine or list(MACHINES), args.only_published):
+        versions = args.version or (0, 2, 3)
+        for machine_key, (kind, name), model, version in jobs(args.machine or list(MACHINES), args.only_published,
+                                                              versions):
             machine = MACHINES[machine_key]
             missing = counting.tools_present(machine)
             if missing:

@@ -170,9 +170,9 @@ def test_tokenizer_byte_order_is_checked(tmp_path):
         convert_tokenizer_byteorder(tmp_path / "t.bin", tmp_path / "out.bin", "middle")
 
 
-@pytest.mark.parametrize("version", [3, -1, "abc", True, 2.5])
+@pytest.mark.parametrize("version", [4, -1, "abc", True, 2.5])
 def test_unknown_version_is_refused(v1, tmp_path, version):
-    with pytest.raises(DeployError, match=r"unknown checkpoint version .* \(known: 0, 1, 2\)"):
+    with pytest.raises(DeployError, match=r"unknown checkpoint version .* \(known: 0, 1, 2, 3\)"):
         convert_checkpoint(v1, tmp_path / "out.bin", version=version)
     with pytest.raises(DeployError, match=r"unknown checkpoint version"):
         write_random_model(tmp_path / "out.bin", SMALL, version=version)
