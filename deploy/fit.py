@@ -45,20 +45,25 @@ def memory_needed(header, program_bytes=0, tokenizer_bytes=0):
     return weights + kv_cache + activations + 2 * tokenizer_bytes + program_bytes + PROGRAM_OVERHEAD_BYTES
 
 
-def check_fit(profile, header, files, program_bytes=0):
-    """`files`: {name on the target: size in bytes} of everything delivered (program, model, tokenizer)."""
+def check_fit(profile, header, files, program_bytes=0, streaming=None):
+    """`files`: {name on the target: size in bytes} of everything delivered (program, model, tokenizer). With
+    `streaming` (a deploy.stream.StreamPlan) the memory is the streaming build's least, and a model file past the
+    file system's limit is staged in parts (deploy/parts.py)."""
     tokenizer_bytes = files.get(profile["files"]["tokenizer"], 0)
-    memory = memory_needed(header, program_bytes, tokenizer_bytes)
+    memory = memory_needed(header, program_bytes, tokenizer_bytes) if streaming is None else streaming.least_bytes
     limit, label = memory_limit(profile)
     checks = []
     if limit:
-        checks.append(Check(f"memory ({label})", _mb(memory), f"{limit} MB", memory <= limit * MB))
+        what = f"memory ({label}{', streaming' if streaming else ''})"
+        checks.append(Check(what, _mb(memory), f"{limit} MB", memory <= limit * MB))
     disk = profile.get("disk") or {}
     total = sum(files.values())
     if disk.get("size_mb"):
         checks.append(Check("disk", _mb(total), f"{disk['size_mb']} MB", total <= disk["size_mb"] * MB))
     if disk.get("max_file_bytes"):
         biggest_name, biggest = max(files.items(), key=lambda item: item[1])
+        if streaming is not None and biggest_name == profile["files"]["model"]:
+            biggest_name, biggest = "in parts", min(biggest, disk["max_file_bytes"])
         checks.append(Check(f"largest file ({biggest_name}, {disk.get('filesystem', 'file system')})", _mb(biggest),
                             _mb(disk["max_file_bytes"]), biggest <= disk["max_file_bytes"]))
     if disk.get("names") == "8.3":

@@ -56,3 +56,19 @@ def split_into_parts(source, out_dir, name, part_bytes):
                     left -= len(block)
             written[path.name] = path
     return written
+
+
+def model_files(profile, name, path):
+    """{name on the target: path} of a model: itself, or its parts (made beside it, reused while unchanged) when it
+    is larger than the target's largest file."""
+    path, largest = Path(path), largest_part(profile)
+    if largest is None or path.stat().st_size <= largest:
+        return {name: path}
+    folder = path.parent / f"{path.name}.parts"
+    stamp, wanted = folder / ".source", f"{path.stat().st_size} {path.stat().st_mtime_ns} {largest}"
+    if stamp.exists() and stamp.read_text() == wanted:
+        return {part_name(name, i): folder / part_name(name, i)
+                for i in range(len(part_sizes(path.stat().st_size, largest)))}
+    made = split_into_parts(path, folder, name, largest)
+    stamp.write_text(wanted)
+    return made

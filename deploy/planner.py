@@ -8,7 +8,8 @@ import dataclasses
 
 from deploy import machine_model
 from deploy.checkpoint import Header, default_group_size, expected_size
-from deploy.fit import check_fit
+from deploy.fit import MB, check_fit
+from deploy.stream import predict_streaming
 
 
 @dataclasses.dataclass
@@ -82,7 +83,22 @@ def alternatives(profile, header, tokenizer_bytes, program_bytes=150_000, model_
     for entry in CATALOG.values():
         if entry.shape.parameter_count() < config.parameter_count():
             option(f"{entry.name} instead ({kind})", same_format(entry.shape))
-    return found
+    streamed = streaming_alternative(profile, header, tokenizer_bytes, program_bytes, model_name, counts)
+    return found + ([streamed] if streamed else [])
+
+
+def streaming_alternative(profile, header, tokenizer_bytes, program_bytes, model_name=None, counts=None):
+    """The model as it is, streamed from disk (deploy/stream.py): its least memory, and tok/s against the disk's
+    physical limit; None when the profile gives no disk bandwidth."""
+    compute = machine_model.prediction_for(profile.name, model_name, header.version, counts) if model_name else None
+    streamed = predict_streaming(profile, header, compute, tokenizer_bytes=tokenizer_bytes)
+    if streamed is None:
+        return None
+    size = expected_size(header)
+    fit = fit_with_streaming(profile, header, streamed, tokenizer_bytes, program_bytes)
+    return Alternative(f"stream from disk (deploy --stream; -b {streamed.plan.budget_bytes // MB} MB): "
+                       f"predicted {streamed.tok_s:.3g} tok/s", size, streamed.plan.least_bytes, fit.ok,
+                       streamed.describe())
 
 
 def plan_model(target, model, tokenizer=None):
@@ -114,3 +130,28 @@ def plan_model(target, model, tokenizer=None):
     options = alternatives(profile, header, tokenizer_bytes, program_bytes, name, counts) if not fit.ok else []
     speeds = machine_model.rows([profile.name], counts)[0] if profile.name in machine_model.TARGET_MACHINE else []
     return profile, str(model), header, fit, prediction, options, speeds
+
+
+def streaming_json(profile, model_name, header, fit):
+    """`invoke plan --json`'s streaming row when the weights do not fit: predicted tok/s and the disk's limit."""
+    from deploy.models import CATALOG
+
+    if fit.ok:
+        return []
+    counts = machine_model.load_counts()
+    name = machine_model.counted_model(header.config)
+    compute = machine_model.prediction_for(profile.name, name, header.version, counts) if name else None
+    streamed = predict_streaming(profile, header, compute)
+    if streamed is None:
+        return []
+    return [{"target": profile.name, "model": CATALOG[model_name].name if model_name in CATALOG else model_name,
+             "version": header.version, "streaming": True, "predicted_tok_s": streamed.tok_s,
+             "disk_limit_tok_s": streamed.limit_tok_s, "compute_tok_s": compute,
+             "bytes_per_token": streamed.plan.bytes_per_token, "disk_read_mb_s": streamed.disk_mb_s,
+             "budget_mb": streamed.plan.budget_bytes // MB, "least_memory_mb": streamed.plan.least_bytes / MB,
+             "fits": fit_with_streaming(profile, header, streamed).ok}]
+
+
+def fit_with_streaming(profile, header, streamed, tokenizer_bytes=433_869, program_bytes=150_000):
+    size = expected_size(header)
+    return check_fit(profile, header, _files(profile, size, tokenizer_bytes, program_bytes), streaming=streamed.plan)
