@@ -55,10 +55,16 @@ class StreamPlan:
         return self.least_bytes <= self.budget_bytes
 
 
-def stream_plan(header, budget_bytes, readahead, tokenizer_bytes=0):
-    """What a streaming build holds and reads under `budget_bytes` (the C program's own plan, approximately)."""
+DEFAULT_STEPS = 256  # the program's -n default, as llama2.c's
+
+
+def stream_plan(header, budget_bytes, readahead, tokenizer_bytes=0, steps=DEFAULT_STEPS):
+    """What a streaming build holds and reads under `budget_bytes` (the C program's own plan, approximately), its
+    KV cache holding the `steps` positions of a run (-n; None: the whole seq_len)."""
     c = header.config
-    weights_free = memory_needed(header, tokenizer_bytes=tokenizer_bytes) - _weight_bytes(header)
+    positions = min(steps or c.seq_len, c.seq_len)
+    run = dataclasses.replace(header, config=dataclasses.replace(c, seq_len=positions))
+    weights_free = memory_needed(run, tokenizer_bytes=tokenizer_bytes) - _weight_bytes(header)
     buffers = 2 if readahead else 1
     norms = 4 * (2 * c.n_layers * c.dim + c.dim)
     layer = layer_bytes(header)

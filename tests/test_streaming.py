@@ -131,8 +131,26 @@ def test_parts_read_as_one_file(target, formats, build_dir, tmp_path):
 
 def test_bad_budgets_are_one_line(formats, build_dir, tmp_path):
     plan = plan_for("win98-p2", build_dir, True)
-    for budget, problem in [("0.5", b"less than the"), ("200", b"more than this build's 96 MB memory cap"),
+    for budget, problem in [("0.1", b"less than the"), ("200", b"more than this build's 96 MB memory cap"),
                             ("lots", b"expected a memory budget in MB")]:
         code, _, stderr, _ = run(plan, *formats["v0"], tmp_path, "-b", budget)
         assert code == 1 and problem in stderr, stderr
         assert stderr.splitlines()[0].startswith(b"-b: "), stderr
+
+
+def test_the_kv_cache_holds_the_steps_of_the_run(build_dir, tmp_path):
+    """A 100,000-token context needs 128 MB of KV cache, over the Pentium II's 92 MB: streamed, the cache holds the
+    -n positions the run takes, and the run prints what the host's in-memory build prints."""
+    from deploy.checkpoint import Config, write_model
+    from deploy.synth import random_model
+
+    config = Config(64, 172, 5, 8, 4, 300, 100000)
+    write_model(random_model(config, seed=2), tmp_path / "long.bin", version=1)
+    write_tokenizer(synthetic_tokenizer(300), tmp_path / "tok.bin")
+    files = (tmp_path / "long.bin", tmp_path / "tok.bin")
+    code, text, stderr, logits = run(plan_for("host", build_dir, False), *files, tmp_path)
+    assert code == 0, stderr
+    code, streamed, stderr, streamed_logits = run(plan_for("p2-linux", build_dir, True), *files, tmp_path)
+    assert code == 0, stderr
+    assert streamed == text
+    np.testing.assert_array_equal(streamed_logits, logits)
