@@ -37,12 +37,16 @@ def memory_needed(header, program_bytes=0, tokenizer_bytes=0):
     """Bytes the program holds while running: the weights (fp32, or int8 with a scale per group), KV cache,
     activations, the tokenizer's pieces and the program itself."""
     c = header.config
-    weights = 4 * c.parameter_count()
-    if header.version == 2:
-        weights = c.parameter_count() * (1 + 4 / header.group_size)
+    weights = weight_bytes(header)
     kv_cache = 2 * 4 * c.n_layers * c.seq_len * c.kv_dim
     activations = 4 * (4 * c.dim + 2 * c.hidden_dim + c.n_heads * c.seq_len + 2 * c.vocab_size)
     return weights + kv_cache + activations + 2 * tokenizer_bytes + program_bytes + PROGRAM_OVERHEAD_BYTES
+
+
+def weight_bytes(header):
+    """The weights in memory: fp32, or int8 with one fp32 scale per group."""
+    count = header.config.parameter_count()
+    return count * (1 + 4 / header.group_size) if header.version == 2 else 4 * count
 
 
 def check_fit(profile, header, files, program_bytes=0, streaming=None):

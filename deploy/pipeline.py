@@ -15,12 +15,12 @@ from deploy.convert import model_for_target
 from deploy.errors import DeployError
 from deploy.fit import check_fit
 from deploy.parts import model_files
-from deploy.stream import streaming_needed, streaming_plan
 from deploy.plan import make_plan
 from deploy.profile import load_profile
 from deploy.results import emulator_of, how_label, how_measured
 from deploy.runner import tokens_per_second
 from deploy.stage import STAGE_DIR, stage_files
+from deploy.stream import streaming_needed, streaming_plan
 
 
 @dataclasses.dataclass

@@ -8,7 +8,10 @@ token; see docs/streaming.md.
 import dataclasses
 
 from deploy.checkpoint import LAYER_MATRICES
-from deploy.fit import MB, memory_limit, memory_needed
+from deploy.fit import MB, memory_limit, memory_needed, weight_bytes
+
+ROWS_PER_TASK = 16  # the classifier's least chunk: ports/run.c.j2's ROWS_PER_TASK
+DEFAULT_STEPS = 256  # the program's -n default, as llama2.c's
 
 
 def stream_port(profile, stream):
@@ -18,7 +21,10 @@ def stream_port(profile, stream):
         return {"stream": False, "readahead": False, "stream_budget_mb": 0}
     return {"stream": True, "readahead": readahead(profile), "stream_budget_mb": int(memory_limit(profile)[0] or 0)}
 
-ROWS_PER_TASK = 16  # the classifier's least chunk: ports/run.c.j2's ROWS_PER_TASK
+
+def readahead(profile):
+    """A reader thread fills the next layer's buffer where the target has threads (POSIX threads: not Windows 98)."""
+    return profile.port["threads"] != "none" and profile["os"] != "windows98"
 
 
 def _aligned(n):
@@ -30,8 +36,10 @@ def layer_bytes(header):
     shapes, total = header.config.shapes(), 0
     for kind in LAYER_MATRICES:
         count = shapes[kind][1] * shapes[kind][2]
-        total += _aligned(count) + _aligned(4 * (count // header.group_size)) if header.quantized else \
-            _aligned(4 * count)
+        if header.quantized:
+            total += _aligned(count) + _aligned(4 * (count // header.group_size))
+        else:
+            total += _aligned(4 * count)
     return total
 
 
@@ -55,16 +63,13 @@ class StreamPlan:
         return self.least_bytes <= self.budget_bytes
 
 
-DEFAULT_STEPS = 256  # the program's -n default, as llama2.c's
-
-
 def stream_plan(header, budget_bytes, readahead, tokenizer_bytes=0, steps=DEFAULT_STEPS):
     """What a streaming build holds and reads under `budget_bytes` (the C program's own plan, approximately), its
     KV cache holding the `steps` positions of a run (-n; None: the whole seq_len)."""
     c = header.config
     positions = min(steps or c.seq_len, c.seq_len)
     run = dataclasses.replace(header, config=dataclasses.replace(c, seq_len=positions))
-    weights_free = memory_needed(run, tokenizer_bytes=tokenizer_bytes) - _weight_bytes(header)
+    weights_free = memory_needed(run, tokenizer_bytes=tokenizer_bytes) - weight_bytes(header)
     buffers = 2 if readahead else 1
     norms = 4 * (2 * c.n_layers * c.dim + c.dim)
     layer = layer_bytes(header)
@@ -73,16 +78,6 @@ def stream_plan(header, budget_bytes, readahead, tokenizer_bytes=0, steps=DEFAUL
     resident = fixed + classifier <= budget_bytes
     per_token = c.n_layers * layer + row_bytes(header) + (0 if resident else classifier)
     return StreamPlan(budget_bytes, buffers, fixed, fixed + ROWS_PER_TASK * row_bytes(header), resident, per_token)
-
-
-def _weight_bytes(header):
-    c = header.config
-    return c.parameter_count() * (1 + 4 / header.group_size) if header.quantized else 4 * c.parameter_count()
-
-
-def readahead(profile):
-    """A reader thread fills the next layer's buffer where the target has threads (POSIX threads: not Windows 98)."""
-    return profile.port["threads"] != "none" and profile["os"] != "windows98"
 
 
 @dataclasses.dataclass
@@ -119,16 +114,20 @@ def predict_streaming(profile, header, compute_tok_s=None, budget_mb=None, token
 
 
 def streaming_needed(profile, model, tokenizer):
-    """Does the model's in-memory build not fit the target's memory (so that deploy streams it)?"""
+    """Do the model's weights not fit the target's memory, while everything else does (so that deploy streams it)?
+    A model whose KV cache alone is too big is left to the fit check's refusal."""
     from pathlib import Path
 
     from deploy.checkpoint import read_header
-    from deploy.fit import check_fit
 
-    files = profile["files"]
-    sizes = {files["model"]: Path(model).stat().st_size, files["tokenizer"]: Path(tokenizer).stat().st_size}
-    fit = check_fit(profile, read_header(model), sizes)
-    return any(not check.ok and check.what.startswith("memory") for check in fit.checks)
+    limit = memory_limit(profile)[0]
+    try:
+        tokenizer_bytes = Path(tokenizer).stat().st_size
+    except OSError:
+        return False  # the fit check names the missing file
+    header = read_header(model)
+    needed = memory_needed(header, tokenizer_bytes=tokenizer_bytes)
+    return bool(limit) and needed > limit * MB and needed - weight_bytes(header) <= limit * MB
 
 
 def streaming_plan(profile, header, plan):

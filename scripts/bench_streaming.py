@@ -25,9 +25,9 @@ from deploy.checkpoint import Config, Header, read_header  # noqa: E402
 from deploy.models import LLAMA2_7B  # noqa: E402
 from deploy.plan import make_plan  # noqa: E402
 from deploy.profile import load_profile  # noqa: E402
-from deploy.runner import tokens_per_second  # noqa: E402
+from deploy.runner import run_program, tokens_per_second  # noqa: E402
 from deploy.stream import predict_streaming, stream_plan  # noqa: E402
-from deploy.synth import synthetic_tokenizer, write_large_model  # noqa: E402
+from deploy.synth import SHAPES, synthetic_tokenizer, write_large_model  # noqa: E402
 from deploy.tokenizer import write_tokenizer  # noqa: E402
 
 BENCH = ROOT / "build" / "bench"
@@ -67,13 +67,42 @@ def ensure_files():
     return model, tokenizer
 
 
+def pentium2(tokenizer, steps):
+    """stories42M- and stories110M-shaped fp32 checkpoints (167 and 438 MB) on the Pentium II port under qemu-i386
+    -cpu pentium2, streamed within its 92 MB (the exact build): they print and write what the host's exact in-memory
+    build does."""
+    host = make_plan(load_profile("host"), exact=True)
+    p2 = make_plan(load_profile("p2-linux"), exact=True, stream=True)
+    build(host)
+    build(p2)
+    for name in ("stories42M", "stories110M"):
+        model = BENCH / f"{name}-fp32.bin"
+        if not model.exists():
+            write_large_model(model, SHAPES[name], version=0)
+        outputs = []
+        for plan in (host, p2):
+            logits = BENCH / f"{name}-{plan.target}.f32"
+            done = run_program(plan, [model, "-z", tokenizer, "-n", steps, "-t", 0, "-i", "the", "-l", logits],
+                               capture=True, timeout=3600)
+            if done.returncode != 0:
+                raise SystemExit(f"{plan.target}: {done.stderr.decode(errors='replace').strip()}")
+            outputs.append((done.stdout, logits.read_bytes(), tokens_per_second(done.stderr)))
+        same = outputs[0][:2] == outputs[1][:2]
+        print(f"{name} fp32 ({model.stat().st_size / 1e6:.0f} MB) on p2-linux (qemu-i386 -cpu pentium2, streamed "
+              f"under its default -b {p2.port['stream_budget_mb']}): {outputs[1][2]:.3f} tok/s emulated; "
+              f"{'prints and writes what the host prints' if same else 'DIFFERS from the host'}", flush=True)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--budget", type=int, default=1024, help="the program's -b, MB")
+    parser.add_argument("--p2", action="store_true", help="only the Pentium II runs (stories42M, stories110M)")
     args = parser.parse_args()
     model, tokenizer = ensure_files()
+    if args.p2:
+        return pentium2(tokenizer, args.steps)
     plan = make_plan(load_profile("host"), stream=True)
     build(plan)
     header = read_header(model)
