@@ -121,13 +121,12 @@ def streaming_needed(profile, model, tokenizer):
     from deploy.checkpoint import read_header
 
     limit = memory_limit(profile)[0]
-    try:
-        tokenizer_bytes = Path(tokenizer).stat().st_size
-    except OSError:
-        return False  # the fit check names the missing file
+    if not (limit and model and tokenizer and Path(model).is_file() and Path(tokenizer).is_file()):
+        return False  # nothing to stream, or the fit check names the missing file
+    tokenizer_bytes = Path(tokenizer).stat().st_size
     header = read_header(model)
     needed = memory_needed(header, tokenizer_bytes=tokenizer_bytes)
-    return bool(limit) and needed > limit * MB and needed - weight_bytes(header) <= limit * MB
+    return needed > limit * MB and needed - weight_bytes(header) <= limit * MB
 
 
 def streaming_plan(profile, header, plan):
