@@ -67,7 +67,7 @@ def write_large_model(path, config, version=2, group_size=None, seed=0, tile_byt
     group = (group_size or default_group_size(config)) if version == 2 else 0
     header = Header(version, "little", config, group)
     rng = np.random.default_rng(seed)
-    weights = (rng.standard_normal(tile_bytes // 4, dtype=np.float32) / np.sqrt(config.dim)).tobytes()
+    weights = (rng.standard_normal(tile_bytes // 4) / np.sqrt(config.dim)).astype("<f4").tobytes()
     values = rng.integers(-127, 128, tile_bytes, dtype=np.int8).tobytes()
     scale = np.float32(1.0 / (127.0 * np.sqrt(config.dim)))
 

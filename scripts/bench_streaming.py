@@ -93,16 +93,54 @@ def pentium2(tokenizer, steps):
               f"{'prints and writes what the host prints' if same else 'DIFFERS from the host'}", flush=True)
 
 
+def whole_pentium2(tokenizer, steps):
+    """The same checkpoints on the whole emulated Pentium II (p2-vm: qemu-system-i386, 128 MB, FAT32 IDE disk): staged,
+    fetched by the machine's FTP client, run from its disk by the streaming build (exact), compared with the host."""
+    from deploy import vm
+    from deploy.inventory import load_inventory
+    from deploy.stage import stage_files
+
+    host = make_plan(load_profile("host"), exact=True)
+    p2 = make_plan(load_profile("p2-linux"), exact=True, stream=True)
+    build(host)
+    build(p2)
+    machine, folder = load_inventory().hosts["p2-vm"], BENCH / "p2vm"
+    for name in ("stories42M", "stories110M"):
+        model = BENCH / f"{name}-fp32.bin"
+        if not model.exists():
+            write_large_model(model, SHAPES[name], version=0)
+        args = ["-n", str(steps), "-t", "0", "-i", "the"]
+        here = run_program(host, [model, "-z", tokenizer, *args], capture=True, timeout=3600)
+        stage = stage_files(machine.name, {"run": p2.program, "model.bin": model, "tokenizer.bin": tokenizer},
+                            folder / "stage")
+        start = time.monotonic()
+        vm.deliver(machine, p2.profile, stage, folder / "machine", lambda what: None)
+        delivered = time.monotonic() - start
+        done = vm.run(machine, p2.profile, folder / "machine", ["./run", "model.bin", "-z", "tokenizer.bin", *args],
+                      timeout=7200)
+        if done.returncode != 0:
+            raise SystemExit(f"p2-vm: {done.stderr.strip()}")
+        same = done.stdout.replace("\r\n", "\n") == here.stdout.decode()
+        print(f"{name} fp32 ({model.stat().st_size / 1e6:.0f} MB) on p2-vm (delivered in {delivered:.0f} s, run "
+              f"from its FAT32 disk, default -b {p2.port['stream_budget_mb']}): {tokens_per_second(done.stderr):.3f} "
+              f"tok/s emulated; {'prints what the host prints' if same else 'DIFFERS from the host'}: "
+              f"{done.stdout.strip()!r}", flush=True)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--budget", type=int, default=1024, help="the program's -b, MB")
-    parser.add_argument("--p2", action="store_true", help="only the Pentium II runs (stories42M, stories110M)")
+    parser.add_argument("--p2", action="store_true", help="only the Pentium II port under qemu-i386 (stories42M, "
+                                                          "stories110M)")
+    parser.add_argument("--p2vm", action="store_true", help="only the whole emulated Pentium II (p2-vm)")
     args = parser.parse_args()
     model, tokenizer = ensure_files()
     if args.p2:
         return pentium2(tokenizer, args.steps)
+    if args.p2vm:
+        return whole_pentium2(tokenizer, args.steps)
     plan = make_plan(load_profile("host"), stream=True)
     build(plan)
     header = read_header(model)

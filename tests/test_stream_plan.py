@@ -118,3 +118,18 @@ def test_deploy_streams_a_model_that_does_not_fit(tmp_path):
     assert here.error is None and any(step == "build" and "host-exact " in what for step, what in here.steps)
     assert p2.text == here.text and p2.text.startswith("the")
     assert read_header(model).config.dim == 1024
+
+
+@pytest.mark.parametrize("version", [0, 1, 2])
+def test_large_synthetic_models_hold_sane_weights(tmp_path, version):
+    """The benchmarks' fast writer: a valid file whose fp32 weights are finite and about 1/sqrt(dim) (they were once
+    float64 bytes read as float32: NaN)."""
+    import numpy as np
+
+    from deploy.checkpoint import read_model
+    from deploy.synth import SHAPES, write_large_model
+
+    write_large_model(tmp_path / "m.bin", SHAPES["stories260K"], version=version, tile_bytes=1 << 16)
+    weights = read_model(tmp_path / "m.bin").weights
+    assert all(np.isfinite(w).all() for w in weights.values())
+    assert 0.5 / 8 < float(np.std(weights["wq"])) < 2 / 8  # dim 64
