@@ -64,25 +64,26 @@ def _target(name):
     return load_profile(name)
 
 
-def _build(target, exact, toolchain=None, force=False, upstream=False):
+def _build(target, exact, toolchain=None, force=False, upstream=False, stream=False):
     from deploy.build import build
     from deploy.plan import make_plan
 
     mode = "upstream" if upstream else None
-    return build(make_plan(_target(target), exact=exact, toolchain=toolchain, mode=mode), force=force)
+    return build(make_plan(_target(target), exact=exact, toolchain=toolchain, mode=mode, stream=stream), force=force)
 
 
 @task(help={"target": "target profile name (see targets/), or all", "exact": "scalar kernel and portable math: "
             "the same bytes on every target", "toolchain": "use this toolchain of the profile (e.g. borland)",
             "force": "rebuild even when nothing changed",
-            "upstream": "scalar kernel and libm: prints what upstream llama2.c run.c/runq.c print"})
-def build(c, target="host", exact=False, toolchain=None, force=False, upstream=False):
+            "upstream": "scalar kernel and libm: prints what upstream llama2.c run.c/runq.c print",
+            "stream": "stream the weights from disk under a memory budget (the program's -b MB; docs/streaming.md)"})
+def build(c, target="host", exact=False, toolchain=None, force=False, upstream=False, stream=False):
     """Render the port for a target and compile it (or write its bundle); prints the output's path."""
     from deploy.profile import known_targets
 
     if target != "all":
         with console.status(f"building {target}"):
-            result = _build(target, exact, toolchain, force, upstream)
+            result = _build(target, exact, toolchain, force, upstream, stream)
         state = "unchanged" if result.skipped else f"built in {result.seconds:.1f} s"
         if not result.ran:
             state = f"bundle to build on the target with {result.plan.toolchain['script']}"
@@ -97,7 +98,7 @@ def build(c, target="host", exact=False, toolchain=None, force=False, upstream=F
         for entry in _target(name).toolchains:
             if entry.get("kind") == "bundle" or toolchain_present(entry):
                 with console.status(f"building {name} with {entry['name']}"):
-                    results.append(_build(name, exact, entry["name"], force, upstream))
+                    results.append(_build(name, exact, entry["name"], force, upstream, stream))
     console.print(build_table(results))
 
 
@@ -120,31 +121,32 @@ def _echo(data, is_stderr):
             "inventory": "inventory file (default inventory.yaml)",
             "exact": "use the exact build (the same bytes on every target)",
             "convert": "convert the files to the target's byte order when needed (--no-convert refuses instead)",
-            "upstream": "use the upstream build (prints what upstream llama2.c prints)"})
+            "upstream": "use the upstream build (prints what upstream llama2.c prints)",
+            "stream": "use the streaming build (weights read from disk; pass -b MB after --)"})
 def run(c, model="tiny260k", tokenizer=None, target="host", host=None, inventory=None, exact=False, convert=True,
-        upstream=False):
+        upstream=False, stream=False):
     """Build if needed and run the program (under the target's emulator, or on --host); arguments after `--` go to
     the program."""
     from deploy.models import resolve
 
     model, tokenizer = resolve(model, tokenizer)
     if host:
-        raise SystemExit(_run_on_host(_one_host(inventory, host), model, tokenizer, exact, _passthrough(c)))
+        raise SystemExit(_run_on_host(_one_host(inventory, host), model, tokenizer, exact, _passthrough(c), stream))
     from deploy.convert import model_for_target
     from deploy.runner import run_program
 
-    result = _build(target, exact, upstream=upstream)
+    result = _build(target, exact, upstream=upstream, stream=stream)
     model_path, tokenizer_path = model_for_target(result.plan.profile, model, tokenizer,
                                                   result.plan.out_dir / "model", convert)
     raise SystemExit(run_program(result.plan, [model_path, "-z", tokenizer_path, *_passthrough(c)],
                                  capture=False).returncode)
 
 
-def _run_on_host(host, model, tokenizer, exact, args):
+def _run_on_host(host, model, tokenizer, exact, args, stream=False):
     from deploy import deliver
     from deploy.pipeline import Options, deploy_hosts, run_delivered
 
-    options = Options(str(model), str(tokenizer), exact=exact, run_args=tuple(args))
+    options = Options(str(model), str(tokenizer), exact=exact, run_args=tuple(args), stream=stream)
     outcome = deploy_hosts([host], options, console)[0]
     if outcome.error:
         raise SystemExit(1)
@@ -281,9 +283,10 @@ def inventory(c, limit=None, inventory=None):
             "prompt": "with --run: the prompt", "steps": "with --run: how many tokens", "seed": "with --run: the "
             "sampling seed", "stay": "ftp-serve: keep serving until Ctrl-C",
             "timeout": "ftp-serve: stop waiting for the host after this many seconds",
-            "inventory": "inventory file (default inventory.yaml)"})
+            "inventory": "inventory file (default inventory.yaml)",
+            "stream": "stream the weights from disk even where they fit (chosen anyway where they do not)"})
 def deploy(c, target=None, host=None, limit=None, model=None, tokenizer=None, exact=False, dry=False, run=False,
-           prompt="Once upon a time", steps="128", seed="42", stay=False, timeout=None, inventory=None):
+           prompt="Once upon a time", steps="128", seed="42", stay=False, timeout=None, inventory=None, stream=False):
     """Plan, build, convert, stage and deliver to hosts (in parallel), optionally run; ends in a summary table."""
     from deploy.models import resolve
     from deploy.pipeline import Options, deploy_hosts
@@ -304,7 +307,7 @@ def deploy(c, target=None, host=None, limit=None, model=None, tokenizer=None, ex
     chosen_model, chosen_tokenizer = resolve(model or _inventory_default(hosts, "model"),
                                              tokenizer or _inventory_default(hosts, "tokenizer", required=False))
     options = Options(str(chosen_model), str(chosen_tokenizer), exact=exact, dry=dry, run=run, stay=stay,
-                      timeout=timeout, run_args=("-n", str(steps), "-s", str(seed), "-i", prompt))
+                      timeout=timeout, stream=stream, run_args=("-n", str(steps), "-s", str(seed), "-i", prompt))
     results = deploy_hosts(hosts, options, console)
     console.print(deploy_table(results))
     texts = {}
@@ -362,7 +365,9 @@ def plan(c, target=None, model="tiny260k", tokenizer=None, json=False):
     if json:
         from deploy.report import speed_json
 
-        print(dumps(speed_json(report[-1]), indent=1))
+        from deploy.planner import streaming_json
+
+        print(dumps(speed_json(report[-1]) + streaming_json(*report[:4]), indent=1))
     else:
         for table in plan_tables(*report):
             console.print(table)

@@ -4,6 +4,8 @@ checked against the profile."""
 import dataclasses
 import re
 
+from deploy.checkpoint import expected_size
+
 MB = 1 << 20
 NAME_83 = re.compile(r"^[A-Z0-9_~!#$%&'()@^`{}-]{1,8}(\.[A-Z0-9_~!#$%&'()@^`{}-]{1,3})?$")
 # what the C program allocates besides the weights: its code and C library (a static binary), stack, heap slack
@@ -37,31 +39,39 @@ def memory_needed(header, program_bytes=0, tokenizer_bytes=0):
     """Bytes the program holds while running: the weights (fp32, or int8 with a scale per group), KV cache,
     activations, the tokenizer's pieces and the program itself."""
     c = header.config
-    weights = 4 * c.parameter_count()
-    if header.version == 2:
-        weights = c.parameter_count() * (1 + 4 / header.group_size)
-    elif header.version == 3:  # ternary: the file less its header (packed codes, fp32 norms and embeddings)
-        from deploy.checkpoint import expected_size
-        weights = expected_size(header) - header.size
+    weights = weight_bytes(header)
     kv_cache = 2 * 4 * c.n_layers * c.seq_len * c.kv_dim
     activations = 4 * (4 * c.dim + 2 * c.hidden_dim + c.n_heads * c.seq_len + 2 * c.vocab_size)
     return weights + kv_cache + activations + 2 * tokenizer_bytes + program_bytes + PROGRAM_OVERHEAD_BYTES
 
 
-def check_fit(profile, header, files, program_bytes=0):
-    """`files`: {name on the target: size in bytes} of everything delivered (program, model, tokenizer)."""
+def weight_bytes(header):
+    """The weights in memory: fp32, int8 with one fp32 scale per group, or ternary as its file holds them."""
+    if header.version == 3:  # packed codes, fp32 norms and embeddings: the file less its header
+        return expected_size(header) - header.size
+    count = header.config.parameter_count()
+    return count * (1 + 4 / header.group_size) if header.version == 2 else 4 * count
+
+
+def check_fit(profile, header, files, program_bytes=0, streaming=None):
+    """`files`: {name on the target: size in bytes} of everything delivered (program, model, tokenizer). With
+    `streaming` (a deploy.stream.StreamPlan) the memory is the streaming build's least, and a model file past the
+    file system's limit is staged in parts (deploy/parts.py)."""
     tokenizer_bytes = files.get(profile["files"]["tokenizer"], 0)
-    memory = memory_needed(header, program_bytes, tokenizer_bytes)
+    memory = memory_needed(header, program_bytes, tokenizer_bytes) if streaming is None else streaming.least_bytes
     limit, label = memory_limit(profile)
     checks = []
     if limit:
-        checks.append(Check(f"memory ({label})", _mb(memory), f"{limit} MB", memory <= limit * MB))
+        what = f"memory ({label}{', streaming' if streaming else ''})"
+        checks.append(Check(what, _mb(memory), f"{limit} MB", memory <= limit * MB))
     disk = profile.get("disk") or {}
     total = sum(files.values())
     if disk.get("size_mb"):
         checks.append(Check("disk", _mb(total), f"{disk['size_mb']} MB", total <= disk["size_mb"] * MB))
     if disk.get("max_file_bytes"):
         biggest_name, biggest = max(files.items(), key=lambda item: item[1])
+        if streaming is not None and biggest_name == profile["files"]["model"]:
+            biggest_name, biggest = "in parts", min(biggest, disk["max_file_bytes"])
         checks.append(Check(f"largest file ({biggest_name}, {disk.get('filesystem', 'file system')})", _mb(biggest),
                             _mb(disk["max_file_bytes"]), biggest <= disk["max_file_bytes"]))
     if disk.get("names") == "8.3":

@@ -14,11 +14,13 @@ from deploy.checkpoint import read_header
 from deploy.convert import model_for_target
 from deploy.errors import DeployError
 from deploy.fit import check_fit
+from deploy.parts import model_files
 from deploy.plan import make_plan
 from deploy.profile import load_profile
 from deploy.results import emulator_of, how_label, how_measured
 from deploy.runner import tokens_per_second
 from deploy.stage import STAGE_DIR, stage_files
+from deploy.stream import streaming_needed, streaming_plan
 
 
 @dataclasses.dataclass
@@ -48,6 +50,7 @@ class Options:
     stage_root: object = None
     build_dir: object = None
     results: object = None  # the results file runs are recorded in (default results/bench.jsonl)
+    stream: bool = False  # stream the weights from disk even where they fit (chosen anyway where they do not)
 
 
 class Reporter:
@@ -90,7 +93,9 @@ def host_plan(host, options):
     """The host's profile and build plan: an SSH host may build a bundle on the machine itself (ssh.build)."""
     profile = load_profile(host.target)
     toolchain = (host.get("ssh") or {}).get("build") if host.connection == "sftp" else None
-    return profile, make_plan(profile, exact=options.exact, toolchain=toolchain, build_dir=options.build_dir)
+    stream = options.stream or streaming_needed(profile, options.model, options.tokenizer)
+    return profile, make_plan(profile, exact=options.exact, toolchain=toolchain, build_dir=options.build_dir,
+                              stream=stream)
 
 
 def run_delivered(host, options, echo=None):
@@ -118,7 +123,7 @@ def prepare_host(host, options, report):
         files = profile["files"]
         sizes = {files["model"]: _size(options.model), files["tokenizer"]: _size(options.tokenizer),
                  files["program"]: 0}
-        fit = check_fit(profile, header, sizes)
+        fit = check_fit(profile, header, sizes, streaming=streaming_plan(profile, header, plan))
         if not fit.ok:
             raise DeployError(f"{host.name}: {options.model} does not fit {profile.name}: "
                               + "; ".join(fit.problems()))
@@ -173,7 +178,7 @@ def deliver_host(item, built, options, report):
 
     host, profile, plan, result = item.host, item.profile, item.plan, item.result
     files = profile["files"]
-    sources = {files["model"]: built.model, files["tokenizer"]: built.tokenizer}
+    sources = {**model_files(profile, files["model"], built.model), files["tokenizer"]: built.tokenizer}
     if built.build.ran:
         sources = {files["program"]: plan.program, **sources}
     else:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from deploy.errors import DeployError
 from deploy.profile import ROOT
+from deploy.stream import stream_port
 
 BUILD_DIR = ROOT / "build"
 # exact: the oracle (scalar kernel, portable math, the same bits on every target); upstream: what upstream llama2.c's
@@ -73,6 +74,8 @@ class BuildPlan:
             flags += ORACLE_FLAGS
         if self.port["threads"] == "openmp":
             flags.append("-fopenmp")
+        if self.port["readahead"]:
+            flags.append("-pthread")
         if self.exact:
             flags += tc.get("exact_flags", [])
         return flags
@@ -90,11 +93,12 @@ class BuildPlan:
         return {"target": self.target, "mode": self.mode, **self.port, "tokenizer_name": files["tokenizer"]}
 
 
-def make_plan(profile, exact=False, toolchain=None, build_dir=None, variant=None, mode=None):
+def make_plan(profile, exact=False, toolchain=None, build_dir=None, variant=None, mode=None, stream=False):
     """The build plan for `profile` in `mode` (fast unless `exact` says exact). Exact mode swaps in the scalar
     kernel, one thread and the portable math functions, so that every target's exact build prints the same bytes as
     every other's; upstream mode the scalar kernel and one thread with this machine's libm. `variant` overrides port
-    branches (a benchmark's plain scalar build, say) and names its own output folder."""
+    branches (a benchmark's plain scalar build, say) and names its own output folder. `stream`: a build that streams
+    the weights from disk under a memory budget (deploy/stream.py, output folder `-stream`)."""
     mode = mode or ("exact" if exact else "fast")
     if mode not in MODES:
         raise DeployError(f"unknown build mode '{mode}' (known: {', '.join(MODES)})")
@@ -103,8 +107,10 @@ def make_plan(profile, exact=False, toolchain=None, build_dir=None, variant=None
             **entry.get("port", {})}
     if mode != "fast":
         port.update(kernel="scalar", threads="none", math="portable" if mode == "exact" else "libm")
+    port.update(stream_port(profile, stream))
     port.update(variant or {})
     suffix = ("-" + entry["name"] if entry.get("kind") == "bundle" else "") + ("" if mode == "fast" else "-" + mode)
+    suffix += "-stream" if stream else ""
     suffix += "".join(f"-{key}-{value}" for key, value in sorted((variant or {}).items()))
     out_dir = Path(build_dir or BUILD_DIR) / (profile.name + suffix)
     return BuildPlan(profile, mode, entry, port, out_dir)

@@ -8,7 +8,11 @@ import dataclasses
 
 from deploy import machine_model
 from deploy.checkpoint import Header, default_group_size, expected_size
-from deploy.fit import check_fit
+from deploy.fit import MB, check_fit
+from deploy.stream import predict_streaming
+
+LLAMA2_TOKENIZER_BYTES = 433_869  # a catalog model's tokenizer before it is downloaded
+PROGRAM_BYTES = 150_000  # the program's size, for the disk check
 
 
 @dataclasses.dataclass
@@ -91,7 +95,30 @@ def alternatives(profile, header, tokenizer_bytes, program_bytes=150_000, model_
     for entry in CATALOG.values():
         if entry.version == 0 and entry.shape.parameter_count() < config.parameter_count():
             option(f"{entry.name} instead ({kind})", same_format(entry.shape))
-    return found
+    streamed = streaming_alternative(profile, header, tokenizer_bytes, program_bytes, model_name, counts)
+    return found + ([streamed] if streamed else [])
+
+
+def streamed_fit(profile, header, tokenizer_bytes, program_bytes, model_name=None, counts=None):
+    """(compute tok/s or None, StreamPrediction, Fit) of the model streamed from disk (deploy/stream.py), or None
+    when the profile gives no disk bandwidth."""
+    compute = machine_model.prediction_for(profile.name, model_name, header.version, counts) if model_name else None
+    streamed = predict_streaming(profile, header, compute, tokenizer_bytes=tokenizer_bytes)
+    if streamed is None:
+        return None
+    files = _files(profile, expected_size(header), tokenizer_bytes, program_bytes)
+    return compute, streamed, check_fit(profile, header, files, streaming=streamed.plan)
+
+
+def streaming_alternative(profile, header, tokenizer_bytes, program_bytes, model_name=None, counts=None):
+    """The model as it is, streamed from disk: its least memory, and tok/s against the disk's physical limit."""
+    found = streamed_fit(profile, header, tokenizer_bytes, program_bytes, model_name, counts)
+    if found is None:
+        return None
+    _, streamed, fit = found
+    return Alternative(f"stream from disk (deploy --stream; -b {streamed.plan.budget_bytes // MB} MB): "
+                       f"predicted {streamed.tok_s:.3g} tok/s", expected_size(header), streamed.plan.least_bytes,
+                       fit.ok, streamed.describe())
 
 
 def plan_model(target, model, tokenizer=None):
@@ -110,12 +137,12 @@ def plan_model(target, model, tokenizer=None):
         try:
             tokenizer_bytes = resolve(model, tokenizer)[1].stat().st_size
         except Exception:  # a catalog model not downloaded yet: plan with the Llama 2 tokenizer's size
-            tokenizer_bytes = 433_869
+            tokenizer_bytes = LLAMA2_TOKENIZER_BYTES
     else:
         model_path, tokenizer_path = resolve(model, tokenizer)
         header, model_bytes = read_header(model_path), Path(model_path).stat().st_size
         tokenizer_bytes = Path(tokenizer_path).stat().st_size
-    program_bytes = 150_000
+    program_bytes = PROGRAM_BYTES
     fit = check_fit(profile, header, _files(profile, model_bytes, tokenizer_bytes, program_bytes))
     counts = machine_model.load_counts()
     name = machine_model.counted_model(header.config)
@@ -123,3 +150,20 @@ def plan_model(target, model, tokenizer=None):
     options = alternatives(profile, header, tokenizer_bytes, program_bytes, name, counts) if not fit.ok else []
     speeds = machine_model.rows([profile.name], counts)[0] if profile.name in machine_model.TARGET_MACHINE else []
     return profile, str(model), header, fit, prediction, options, speeds
+
+
+def streaming_json(profile, model_name, header, fit):
+    """`invoke plan --json`'s streaming row when the weights do not fit: predicted tok/s and the disk's limit."""
+    from deploy.models import CATALOG
+
+    found = None if fit.ok else streamed_fit(profile, header, LLAMA2_TOKENIZER_BYTES, PROGRAM_BYTES,
+                                             machine_model.counted_model(header.config), machine_model.load_counts())
+    if found is None:
+        return []
+    compute, streamed, streamed_fits = found
+    return [{"target": profile.name, "model": CATALOG[model_name].name if model_name in CATALOG else model_name,
+             "version": header.version, "streaming": True, "predicted_tok_s": streamed.tok_s,
+             "disk_limit_tok_s": streamed.limit_tok_s, "compute_tok_s": compute,
+             "bytes_per_token": streamed.plan.bytes_per_token, "disk_read_mb_s": streamed.disk_mb_s,
+             "budget_mb": streamed.plan.budget_bytes // MB, "least_memory_mb": streamed.plan.least_bytes / MB,
+             "fits": streamed_fits.ok}]

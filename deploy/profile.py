@@ -97,7 +97,9 @@ SCHEMA = {
     # packages, kernel modules and FTP client its image is built from (deploy/vmimage.py), its free memory after boot
     "machine": {"command": Required(ListOf(str, 1)), "packages": [str], "guest_packages": Required(ListOf(str, 1)),
                 "modules": Required([str]), "ftp_client": Required(str), "free_mb": POSITIVE, "source": str},
-    "disk": {"size_mb": POSITIVE, "filesystem": str, "max_file_bytes": POSITIVE, "names": ["posix", "8.3"]},
+    # read_mb_s: sustained sequential read (MB = 10^6 bytes), what a streaming build's speed is bound by
+    "disk": {"size_mb": POSITIVE, "filesystem": str, "max_file_bytes": POSITIVE, "names": ["posix", "8.3"],
+             "read_mb_s": Number((int, float), above=0), "source": str},
     "os": Required(["linux", "windows98", "macosx", "android"]),
     "port": Required(PORT),
     "files": Required({"program": Required(FileName()), "model": Required(FileName()),

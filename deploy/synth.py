@@ -54,3 +54,36 @@ def synthetic_tokenizer(vocab_size=512, seed=0):
             pieces.append(piece)
     scores = [0.0] * 259 + [-float(i) for i in range(vocab_size - 259)]
     return Tokenizer(pieces, scores, max(len(piece) for piece in pieces))
+
+
+def write_large_model(path, config, version=2, group_size=None, seed=0, tile_bytes=16 << 20):
+    """A checkpoint of any size written at disk speed, for streaming benchmarks: every region filled from one
+    repeated tile of random values (int8 values, fp32 weights about 1/sqrt(dim)), norms 1, int8 scales that keep the
+    activations in range. Every byte is written (no sparse holes), so reading it back reads the disk."""
+    from deploy.atomic import atomic_writer
+    from deploy.checkpoint import Header, default_group_size, pack_header, segments
+
+    check_version(version, path)
+    group = (group_size or default_group_size(config)) if version == 2 else 0
+    header = Header(version, "little", config, group)
+    rng = np.random.default_rng(seed)
+    weights = (rng.standard_normal(tile_bytes // 4) / np.sqrt(config.dim)).astype("<f4").tobytes()
+    values = rng.integers(-127, 128, tile_bytes, dtype=np.int8).tobytes()
+    scale = np.float32(1.0 / (127.0 * np.sqrt(config.dim)))
+
+    def fill(out, tile, nbytes):
+        while nbytes:
+            step = min(nbytes, len(tile))
+            out.write(tile[:step])
+            nbytes -= step
+
+    with atomic_writer(path) as out:
+        out.write(pack_header(header))
+        for segment in segments(header):
+            if segment.name.startswith(("rms", "freq_cis")):
+                out.write(np.ones(segment.count, dtype="<f4").tobytes())
+            elif segment.name.endswith(".s"):
+                fill(out, np.full(min(segment.count, tile_bytes // 4), scale, dtype="<f4").tobytes(), segment.nbytes)
+            else:
+                fill(out, values if segment.dtype == "i1" else weights, segment.nbytes)
+    return header

@@ -264,3 +264,9 @@ def test_inventory_naming_a_folder(tmp_path):
 def test_shipped_inventory_loads():
     inventory = load_inventory()
     assert inventory.hosts and all(host.target in known_targets() for host in inventory.hosts.values())
+
+
+@pytest.mark.parametrize("name", known_targets())
+def test_every_profile_gives_its_disk_read_bandwidth_with_a_source(name):
+    disk = load_profile(name).get("disk") or {}
+    assert disk.get("read_mb_s", 0) > 0 and disk.get("source"), f"{name}: disk.read_mb_s and disk.source"

@@ -101,16 +101,33 @@ def test_exact_build_prints_the_reference_bit_for_bit(target, host_exact_plan, t
     np.testing.assert_array_equal(logits, np.concatenate(expected["portable"].logits))
 
 
+@pytest.fixture(scope="module")
+def greedy(ternary_files):
+    model, tokenizer = read_ternary(ternary_files[0]), read_tokenizer(ternary_files[1])
+    return generate(model, tokenizer, "the sea", 40, 0.0, math="libm")
+
+
 @pytest.mark.parametrize("target", ["host", *TARGETS])
-def test_fast_ternary_kernels_agree_with_the_reference(target, host_fast_plan, ternary_files, expected, build_dir,
+def test_fast_ternary_kernels_agree_with_the_reference(target, host_fast_plan, ternary_files, greedy, build_dir,
                                                        tmp_path):
+    """Step by step within the tolerance while the greedy tokens agree; on a random model a fast build may part from
+    the reference only at a near tie (top two logits closer than twice the tolerance). On the bundled, trained model
+    it prints what the reference prints."""
     plan = host_fast_plan if target == "host" else plan_for(target, False, build_dir, PLANS)
-    text, logits = run_on_target(plan, *ternary_files, tmp_path, ARGS, "fast.f32")
-    assert text == expected["libm"].text
-    want = np.stack(expected["libm"].logits)
+    _, logits = run_on_target(plan, *ternary_files, tmp_path, ["-t", 0, "-n", 40, "-i", "the sea"], "fast.f32")
+    want = np.stack(greedy.logits)
     got = logits.reshape(want.shape)
-    bound = FAST_TOLERANCE * np.maximum(1.0, np.abs(want).max(axis=1, keepdims=True))
-    assert (np.abs(got - want) <= bound).all(), f"largest difference {np.abs(got - want).max():.3g}"
+    for step in range(len(want)):
+        bound = FAST_TOLERANCE * max(1.0, float(np.abs(want[step]).max()))
+        assert np.abs(got[step] - want[step]).max() <= bound, f"step {step}: {np.abs(got[step] - want[step]).max():.3g}"
+        if got[step].argmax() != want[step].argmax():
+            top_two = np.sort(want[step])[-2:]
+            assert top_two[1] - top_two[0] <= 2 * bound, f"step {step}: a different token with no near tie"
+            break
+    model, tokenizer = BUNDLED
+    text, _ = run_on_target(plan, model, tokenizer, tmp_path, ["-t", 0, "-n", 64, "-i", "Once upon a time"], "b.f32")
+    reference = generate(read_ternary(model), read_tokenizer(tokenizer, 512), "Once upon a time", 64, 0.0, math="libm")
+    assert text == reference.text
 
 
 def test_bundled_ternary_model_writes_corpus_english(host_exact_plan, tmp_path):
