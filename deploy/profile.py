@@ -95,8 +95,10 @@ SCHEMA = {
                "source": str},
     # a whole emulated machine of this target (deploy/vm.py): the emulator, the host packages it needs, the Debian
     # packages, kernel modules and FTP client its image is built from (deploy/vmimage.py), its free memory after boot
+    # and the part of it its kernel keeps using while a program runs (page cache for the program's reads, its code)
     "machine": {"command": Required(ListOf(str, 1)), "packages": [str], "guest_packages": Required(ListOf(str, 1)),
-                "modules": Required([str]), "ftp_client": Required(str), "free_mb": POSITIVE, "source": str},
+                "modules": Required([str]), "ftp_client": Required(str), "free_mb": POSITIVE,
+                "kernel_reserve_mb": Number(low=0), "source": str},
     # read_mb_s: sustained sequential read (MB = 10^6 bytes), what a streaming build's speed is bound by
     "disk": {"size_mb": POSITIVE, "filesystem": str, "max_file_bytes": POSITIVE, "names": ["posix", "8.3"],
              "read_mb_s": Number((int, float), above=0), "source": str},
@@ -146,8 +148,15 @@ class Profile:
     @property
     def memory_cap_mb(self):
         """The port's memory cap, lowered to the memory its machine has free after booting when that was measured
-        (machine.free_mb): what the planner checks a model against and the program refuses beyond."""
-        caps = [self.port.get("memory_cap_mb"), (self.data.get("machine") or {}).get("free_mb")]
+        (machine.free_mb) less what the machine's kernel keeps using while the program runs (kernel_reserve_mb):
+        what the planner checks a model against, the streaming build's default budget and what the program refuses
+        beyond."""
+        machine = self.data.get("machine") or {}
+        free, reserve = machine.get("free_mb"), machine.get("kernel_reserve_mb", 0)
+        if free and reserve >= free:
+            raise DeployError(self.path, f"machine.kernel_reserve_mb ({reserve}) leaves nothing of machine.free_mb "
+                                         f"({free}) to a program; it must be less")
+        caps = [self.port.get("memory_cap_mb"), free and free - reserve]
         return min([cap for cap in caps if cap], default=None)
 
 

@@ -56,15 +56,20 @@ def dd_mb_s(path):
     return Path(path).stat().st_size / float(match.group(1)) / 1e6
 
 
-def ensure_files():
+def ensure_tokenizer():
     BENCH.mkdir(parents=True, exist_ok=True)
-    model, tokenizer = BENCH / "llama2-7b-int8.bin", BENCH / "tok32k.bin"
+    tokenizer = BENCH / "tok32k.bin"
+    if not tokenizer.exists():
+        write_tokenizer(synthetic_tokenizer(SHAPE_7B.vocab_size), tokenizer)
+    return tokenizer
+
+
+def ensure_7b():
+    model = BENCH / "llama2-7b-int8.bin"
     if not model.exists():
         print(f"writing {model} (about 7 GB) ...", flush=True)
         write_large_model(model, SHAPE_7B, version=2)
-    if not tokenizer.exists():
-        write_tokenizer(synthetic_tokenizer(SHAPE_7B.vocab_size), tokenizer)
-    return model, tokenizer
+    return model
 
 
 def pentium2(tokenizer, steps):
@@ -121,10 +126,12 @@ def whole_pentium2(tokenizer, steps):
         if done.returncode != 0:
             raise SystemExit(f"p2-vm: {done.stderr.strip()}")
         same = done.stdout.replace("\r\n", "\n") == here.stdout.decode()
+        real = predict_streaming(p2.profile, read_header(model))
         print(f"{name} fp32 ({model.stat().st_size / 1e6:.0f} MB) on p2-vm (delivered in {delivered:.0f} s, run "
               f"from its FAT32 disk, default -b {p2.port['stream_budget_mb']}): {tokens_per_second(done.stderr):.3f} "
               f"tok/s emulated; {'prints what the host prints' if same else 'DIFFERS from the host'}: "
-              f"{done.stdout.strip()!r}", flush=True)
+              f"{done.stdout.strip()!r}; predicted on the real Pentium II: {real.tok_s:.3f} tok/s "
+              f"({real.describe()})", flush=True)
 
 
 def main():
@@ -136,11 +143,12 @@ def main():
                                                           "stories110M)")
     parser.add_argument("--p2vm", action="store_true", help="only the whole emulated Pentium II (p2-vm)")
     args = parser.parse_args()
-    model, tokenizer = ensure_files()
+    tokenizer = ensure_tokenizer()
     if args.p2:
         return pentium2(tokenizer, args.steps)
     if args.p2vm:
         return whole_pentium2(tokenizer, args.steps)
+    model = ensure_7b()
     plan = make_plan(load_profile("host"), stream=True)
     build(plan)
     header = read_header(model)

@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from deploy.checkpoint import Config, Header, read_header
+from deploy.errors import DeployError
 from deploy.fit import NAME_83
 from deploy.parts import LONG_OFFSET_LIMIT, largest_part, model_files, part_name, part_sizes, split_into_parts
 from deploy.planner import plan_model
@@ -133,3 +134,31 @@ def test_large_synthetic_models_hold_sane_weights(tmp_path, version):
     weights = read_model(tmp_path / "m.bin").weights
     assert all(np.isfinite(w).all() for w in weights.values())
     assert 0.5 / 8 < float(np.std(weights["wq"])) < 2 / 8  # dim 64
+
+
+def test_the_whole_machines_default_budget_leaves_its_kernel_a_reserve():
+    """p2-vm's guest has 92 MB free after boot; a program using all of it starves the kernel's page cache for the
+    FAT32 reads (stories110M streamed under -b 92 was killed by the OOM killer): the cap, and so the streaming
+    build's default -b, is the free memory less machine.kernel_reserve_mb."""
+    from deploy.plan import make_plan
+
+    profile = load_profile("p2-linux")
+    machine = profile["machine"]
+    assert machine["kernel_reserve_mb"] > 0
+    assert profile.memory_cap_mb == machine["free_mb"] - machine["kernel_reserve_mb"] == 84
+    assert make_plan(profile, exact=True, stream=True).port["stream_budget_mb"] == 84
+    # stories110M-shaped fp32 still streams within it (its classifier in chunks)
+    _, _, header, fit, _, options, _ = plan_model("p2-linux", "stories110M")
+    assert not fit.ok and stream_plan(header, 84 << 20, readahead=False).fits
+    assert [o for o in options if o.what.startswith("stream from disk") and o.fits]
+
+
+def test_a_kernel_reserve_as_large_as_the_free_memory_is_refused(tmp_path):
+    data = yaml.safe_load((ROOT / "targets" / "p2-linux.yaml").read_text())
+    data["machine"]["kernel_reserve_mb"] = data["machine"]["free_mb"]
+    (tmp_path / "win98-p2.yaml").write_text((ROOT / "targets" / "win98-p2.yaml").read_text())
+    (tmp_path / "t.yaml").write_text(yaml.safe_dump(data))
+    with pytest.raises(DeployError) as caught:
+        load_profile("t", targets_dir=tmp_path).memory_cap_mb
+    assert str(caught.value) == (f"{tmp_path / 't.yaml'}: machine.kernel_reserve_mb (92) leaves nothing of "
+                                 "machine.free_mb (92) to a program; it must be less")

@@ -139,7 +139,7 @@ def test_bad_budgets_are_one_line(formats, build_dir, tmp_path):
 
 
 def test_the_kv_cache_holds_the_steps_of_the_run(build_dir, tmp_path):
-    """A 100,000-token context needs 128 MB of KV cache, over the Pentium II's 92 MB: streamed, the cache holds the
+    """A 100,000-token context needs 128 MB of KV cache, over the Pentium II's 84 MB: streamed, the cache holds the
     -n positions the run takes, and the run prints what the host's in-memory build prints."""
     from deploy.checkpoint import Config, write_model
     from deploy.synth import random_model
