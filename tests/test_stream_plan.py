@@ -97,7 +97,7 @@ def test_split_refuses_a_file_that_shrinks(tmp_path):
 
 
 def test_deploy_streams_a_model_that_does_not_fit(tmp_path):
-    """A 103 MB model on the p2-linux host (92 MB): deploy chooses the streaming build, which runs it under qemu and
+    """A 103 MB model on the p2-linux host (84 MB): deploy chooses the streaming build, which runs it under qemu and
     prints what the host's in-memory exact build prints."""
     from deploy.inventory import load_inventory
     from deploy.pipeline import Options, deploy_hosts
