@@ -152,11 +152,8 @@ class Profile:
         what the planner checks a model against, the streaming build's default budget and what the program refuses
         beyond."""
         machine = self.data.get("machine") or {}
-        free, reserve = machine.get("free_mb"), machine.get("kernel_reserve_mb", 0)
-        if free and reserve >= free:
-            raise DeployError(self.path, f"machine.kernel_reserve_mb ({reserve}) leaves nothing of machine.free_mb "
-                                         f"({free}) to a program; it must be less")
-        caps = [self.port.get("memory_cap_mb"), free and free - reserve]
+        free = machine.get("free_mb")
+        caps = [self.port.get("memory_cap_mb"), free and free - machine.get("kernel_reserve_mb", 0)]
         return min([cap for cap in caps if cap], default=None)
 
 
@@ -328,6 +325,10 @@ def _check_combinations(data, path):
         raise DeployError(path, "'port.threads' is openmp, but cpu.cores is 1")
     if port.get("timer") == "gettickcount" and data["os"] != "windows98":
         raise DeployError(path, "'port.timer' gettickcount needs a Windows os")
+    machine = data.get("machine") or {}
+    if machine.get("kernel_reserve_mb", 0) >= machine.get("free_mb", math.inf):
+        raise DeployError(path, f"'machine.kernel_reserve_mb' ({machine['kernel_reserve_mb']}) leaves nothing of "
+                                f"machine.free_mb ({machine['free_mb']}) to a program; it must be less")
     _check_file_names(data, path)
     for index, toolchain in enumerate(data["toolchains"]):
         for key in ("script", "command"):

@@ -159,6 +159,6 @@ def test_a_kernel_reserve_as_large_as_the_free_memory_is_refused(tmp_path):
     (tmp_path / "win98-p2.yaml").write_text((ROOT / "targets" / "win98-p2.yaml").read_text())
     (tmp_path / "t.yaml").write_text(yaml.safe_dump(data))
     with pytest.raises(DeployError) as caught:
-        load_profile("t", targets_dir=tmp_path).memory_cap_mb
-    assert str(caught.value) == (f"{tmp_path / 't.yaml'}: machine.kernel_reserve_mb (92) leaves nothing of "
+        load_profile("t", targets_dir=tmp_path)
+    assert str(caught.value) == (f"{tmp_path / 't.yaml'}: 'machine.kernel_reserve_mb' (92) leaves nothing of "
                                  "machine.free_mb (92) to a program; it must be less")
