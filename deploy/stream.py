@@ -7,8 +7,9 @@ token; see docs/streaming.md.
 
 import dataclasses
 
-from deploy.checkpoint import LAYER_MATRICES
+from deploy.checkpoint import LAYER_MATRICES, TERNARY
 from deploy.fit import MB, memory_limit, memory_needed, weight_bytes
+from deploy.ternary import row_bytes as ternary_row_bytes
 
 ROWS_PER_TASK = 16  # the classifier's least chunk: ports/run.c.j2's ROWS_PER_TASK
 DEFAULT_STEPS = 256  # the program's -n default, as llama2.c's
@@ -32,11 +33,15 @@ def _aligned(n):
 
 
 def layer_bytes(header):
-    """One layer's seven matrices as the streaming build buffers them (each part 16-byte aligned)."""
+    """One layer's seven matrices as the streaming build buffers them (each part 16-byte aligned): fp32, int8 values
+    and their scales, or ternary codes and their one scale."""
     shapes, total = header.config.shapes(), 0
     for kind in LAYER_MATRICES:
-        count = shapes[kind][1] * shapes[kind][2]
-        if header.quantized:
+        _, rows, cols = shapes[kind]
+        count = rows * cols
+        if header.version == TERNARY:
+            total += _aligned(rows * ternary_row_bytes(cols)) + _aligned(4)
+        elif header.quantized:
             total += _aligned(count) + _aligned(4 * (count // header.group_size))
         else:
             total += _aligned(4 * count)
@@ -44,7 +49,7 @@ def layer_bytes(header):
 
 
 def row_bytes(header):
-    """One embedding or classifier row in the file."""
+    """One embedding or classifier row in the file (fp32 but in v2: ternary files keep them fp32)."""
     dim = header.config.dim
     return dim + 4 * (dim // header.group_size) if header.quantized else 4 * dim
 
