@@ -9,7 +9,7 @@ import dataclasses
 from deploy import machine_model
 from deploy.checkpoint import Header, default_group_size, expected_size
 from deploy.fit import MB, check_fit
-from deploy.stream import predict_streaming
+from deploy.stream import DEFAULT_STEPS, predict_streaming, readahead, steps_that_fit
 
 LLAMA2_TOKENIZER_BYTES = 433_869  # a catalog model's tokenizer before it is downloaded
 PROGRAM_BYTES = 150_000  # the program's size, for the disk check
@@ -84,9 +84,10 @@ def alternatives(profile, header, tokenizer_bytes, program_bytes=150_000, model_
         else:
             found.append(Alternative(f"int8 (v2, group size {int8.group_size}): not offered, slower than fp32",
                                      expected_size(int8), 0, False, why))
+    ternary = Header(3, header.byteorder, config)
     if header.version != 3:
         option("ternary (v3): train for it (training/train_ternary.py); invoke convert --version 3 alone loses the "
-               "model", Header(3, header.byteorder, config), ternary_speed(profile, model_name, counts))
+               "model", ternary, ternary_speed(profile, model_name, counts))
     kind = {2: "int8", 3: "ternary"}.get(header.version, "fp32")
     for seq_len in (256, 128):
         if seq_len < config.seq_len:
@@ -95,30 +96,48 @@ def alternatives(profile, header, tokenizer_bytes, program_bytes=150_000, model_
     for entry in CATALOG.values():
         if entry.version == 0 and entry.shape.parameter_count() < config.parameter_count():
             option(f"{entry.name} instead ({kind})", same_format(entry.shape))
-    streamed = streaming_alternative(profile, header, tokenizer_bytes, program_bytes, model_name, counts)
-    return found + ([streamed] if streamed else [])
+    streamed = [streaming_alternative(profile, candidate, tokenizer_bytes, program_bytes, model_name, counts, what)
+                for candidate, what in streamed_candidates(header)]
+    return found + [option for option in streamed if option]
+
+
+def streamed_candidates(header):
+    """(header, label) of what the planner offers to stream: the model as it is and, unless it is ternary already,
+    its ternary (v3) form, whose layers read 16 times fewer bytes than fp32's."""
+    found = [(header, "stream from disk")]
+    if header.version != 3:
+        found.append((Header(3, header.byteorder, header.config), "ternary (v3) streamed from disk"))
+    return found
 
 
 def streamed_fit(profile, header, tokenizer_bytes, program_bytes, model_name=None, counts=None):
     """(compute tok/s or None, StreamPrediction, Fit) of the model streamed from disk (deploy/stream.py), or None
-    when the profile gives no disk bandwidth."""
+    when the profile gives no disk bandwidth. A run of -n 256 positions (the program's default) unless its KV
+    cache does not fit the budget: then the most positions that do."""
     compute = machine_model.prediction_for(profile.name, model_name, header.version, counts) if model_name else None
     streamed = predict_streaming(profile, header, compute, tokenizer_bytes=tokenizer_bytes)
     if streamed is None:
         return None
+    if not streamed.plan.fits:
+        steps = steps_that_fit(header, streamed.plan.budget_bytes, readahead(profile), tokenizer_bytes)
+        if steps:
+            streamed = predict_streaming(profile, header, compute, tokenizer_bytes=tokenizer_bytes, steps=steps)
     files = _files(profile, expected_size(header), tokenizer_bytes, program_bytes)
     return compute, streamed, check_fit(profile, header, files, streaming=streamed.plan)
 
 
-def streaming_alternative(profile, header, tokenizer_bytes, program_bytes, model_name=None, counts=None):
-    """The model as it is, streamed from disk: its least memory, and tok/s against the disk's physical limit."""
+def streaming_alternative(profile, header, tokenizer_bytes, program_bytes, model_name=None, counts=None,
+                          what="stream from disk"):
+    """The model (in `header`'s format) streamed from disk: its least memory, tok/s against the disk's physical
+    limit, and what does not fit (the disk, say)."""
     found = streamed_fit(profile, header, tokenizer_bytes, program_bytes, model_name, counts)
     if found is None:
         return None
     _, streamed, fit = found
-    return Alternative(f"stream from disk (deploy --stream; -b {streamed.plan.budget_bytes // MB} MB): "
+    steps = f"; -n {streamed.plan.steps}" if streamed.plan.steps != DEFAULT_STEPS else ""
+    return Alternative(f"{what} (deploy --stream; -b {streamed.plan.budget_bytes // MB} MB{steps}): "
                        f"predicted {streamed.tok_s:.3g} tok/s", expected_size(header), streamed.plan.least_bytes,
-                       fit.ok, streamed.describe())
+                       fit.ok, "; ".join([*fit.problems(), streamed.describe()]))
 
 
 def plan_model(target, model, tokenizer=None):
@@ -153,17 +172,25 @@ def plan_model(target, model, tokenizer=None):
 
 
 def streaming_json(profile, model_name, header, fit):
-    """`invoke plan --json`'s streaming row when the weights do not fit: predicted tok/s and the disk's limit."""
+    """`invoke plan --json`'s streaming rows when the weights do not fit (the model as it is, and ternary):
+    predicted tok/s and the disk's limit, the file's size and what does not fit."""
     from deploy.models import CATALOG
 
-    found = None if fit.ok else streamed_fit(profile, header, LLAMA2_TOKENIZER_BYTES, PROGRAM_BYTES,
-                                             machine_model.counted_model(header.config), machine_model.load_counts())
-    if found is None:
+    if fit.ok:
         return []
-    compute, streamed, streamed_fits = found
-    return [{"target": profile.name, "model": CATALOG[model_name].name if model_name in CATALOG else model_name,
-             "version": header.version, "streaming": True, "predicted_tok_s": streamed.tok_s,
-             "disk_limit_tok_s": streamed.limit_tok_s, "compute_tok_s": compute,
-             "bytes_per_token": streamed.plan.bytes_per_token, "disk_read_mb_s": streamed.disk_mb_s,
-             "budget_mb": streamed.plan.budget_bytes // MB, "least_memory_mb": streamed.plan.least_bytes / MB,
-             "fits": streamed_fits.ok}]
+    rows, name = [], machine_model.counted_model(header.config)
+    for candidate, _ in streamed_candidates(header):
+        found = streamed_fit(profile, candidate, LLAMA2_TOKENIZER_BYTES, PROGRAM_BYTES, name,
+                             machine_model.load_counts())
+        if found is None:
+            continue
+        compute, streamed, streamed_fits = found
+        rows.append({"target": profile.name, "model": CATALOG[model_name].name if model_name in CATALOG
+                     else model_name, "version": candidate.version, "streaming": True,
+                     "predicted_tok_s": streamed.tok_s, "disk_limit_tok_s": streamed.limit_tok_s,
+                     "compute_tok_s": compute, "bytes_per_token": streamed.plan.bytes_per_token,
+                     "disk_read_mb_s": streamed.disk_mb_s, "budget_mb": streamed.plan.budget_bytes // MB,
+                     "least_memory_mb": streamed.plan.least_bytes / MB, "steps": streamed.plan.steps,
+                     "model_bytes": expected_size(candidate), "disk_mb": (profile.get("disk") or {}).get("size_mb"),
+                     "fits": streamed_fits.ok, "problems": streamed_fits.problems()})
+    return rows

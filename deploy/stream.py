@@ -7,8 +7,9 @@ token; see docs/streaming.md.
 
 import dataclasses
 
-from deploy.checkpoint import LAYER_MATRICES
+from deploy.checkpoint import LAYER_MATRICES, TERNARY
 from deploy.fit import MB, memory_limit, memory_needed, weight_bytes
+from deploy.ternary import row_bytes as ternary_row_bytes
 
 ROWS_PER_TASK = 16  # the classifier's least chunk: ports/run.c.j2's ROWS_PER_TASK
 DEFAULT_STEPS = 256  # the program's -n default, as llama2.c's
@@ -32,11 +33,15 @@ def _aligned(n):
 
 
 def layer_bytes(header):
-    """One layer's seven matrices as the streaming build buffers them (each part 16-byte aligned)."""
+    """One layer's seven matrices as the streaming build buffers them (each part 16-byte aligned): fp32, int8 values
+    and their scales, or ternary codes and their one scale."""
     shapes, total = header.config.shapes(), 0
     for kind in LAYER_MATRICES:
-        count = shapes[kind][1] * shapes[kind][2]
-        if header.quantized:
+        _, rows, cols = shapes[kind]
+        count = rows * cols
+        if header.version == TERNARY:
+            total += _aligned(rows * ternary_row_bytes(cols)) + _aligned(4)
+        elif header.quantized:
             total += _aligned(count) + _aligned(4 * (count // header.group_size))
         else:
             total += _aligned(4 * count)
@@ -44,7 +49,7 @@ def layer_bytes(header):
 
 
 def row_bytes(header):
-    """One embedding or classifier row in the file."""
+    """One embedding or classifier row in the file (fp32 but in v2: ternary files keep them fp32)."""
     dim = header.config.dim
     return dim + 4 * (dim // header.group_size) if header.quantized else 4 * dim
 
@@ -57,6 +62,7 @@ class StreamPlan:
     least_bytes: int        # fixed plus the least classifier chunk: a smaller budget is refused
     classifier_resident: bool
     bytes_per_token: int    # read from disk for each token
+    steps: int              # positions the KV cache holds (the run's -n)
 
     @property
     def fits(self):
@@ -77,7 +83,23 @@ def stream_plan(header, budget_bytes, readahead, tokenizer_bytes=0, steps=DEFAUL
     classifier = c.vocab_size * row_bytes(header)
     resident = fixed + classifier <= budget_bytes
     per_token = c.n_layers * layer + row_bytes(header) + (0 if resident else classifier)
-    return StreamPlan(budget_bytes, buffers, fixed, fixed + ROWS_PER_TASK * row_bytes(header), resident, per_token)
+    return StreamPlan(budget_bytes, buffers, fixed, fixed + ROWS_PER_TASK * row_bytes(header), resident, per_token,
+                      positions)
+
+
+def steps_that_fit(header, budget_bytes, readahead, tokenizer_bytes=0, most=DEFAULT_STEPS):
+    """The most positions (-n, at most `most`) whose KV cache still lets the model stream under `budget_bytes`, or
+    None when not even one does (a layer buffer alone is too big)."""
+    def fits(steps):
+        return stream_plan(header, budget_bytes, readahead, tokenizer_bytes, steps).fits
+
+    if not fits(1):
+        return None
+    low, high = 1, most  # fits(low); the answer is in [low, high]
+    while low < high:
+        middle = (low + high + 1) // 2
+        low, high = (middle, high) if fits(middle) else (low, middle - 1)
+    return low
 
 
 @dataclasses.dataclass
@@ -97,15 +119,15 @@ class StreamPrediction:
         return text
 
 
-def predict_streaming(profile, header, compute_tok_s=None, budget_mb=None, tokenizer_bytes=0):
-    """Predicted tok/s of the streaming build: the disk read of every token (bytes / disk.read_mb_s), plus the
-    compute the machine model predicts where it has counts (overlapped with read-ahead, else added); None when the
-    profile gives no disk bandwidth."""
+def predict_streaming(profile, header, compute_tok_s=None, budget_mb=None, tokenizer_bytes=0, steps=DEFAULT_STEPS):
+    """Predicted tok/s of the streaming build for a run of `steps` positions: the disk read of every token (bytes /
+    disk.read_mb_s), plus the compute the machine model predicts where it has counts (overlapped with read-ahead,
+    else added); None when the profile gives no disk bandwidth."""
     disk = (profile.get("disk") or {}).get("read_mb_s")
     if not disk:
         return None
     budget = (budget_mb or memory_limit(profile)[0] or 0) * MB
-    plan = stream_plan(header, budget, readahead(profile), tokenizer_bytes)
+    plan = stream_plan(header, budget, readahead(profile), tokenizer_bytes, steps)
     read_s = plan.bytes_per_token / (disk * 1e6)
     seconds = read_s
     if compute_tok_s:

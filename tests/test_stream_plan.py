@@ -162,3 +162,38 @@ def test_a_kernel_reserve_as_large_as_the_free_memory_is_refused(tmp_path):
         load_profile("t", targets_dir=tmp_path)
     assert str(caught.value) == (f"{tmp_path / 't.yaml'}: 'machine.kernel_reserve_mb' (92) leaves nothing of "
                                  "machine.free_mb (92) to a program; it must be less")
+
+
+def test_plan_shows_a_7b_ternary_streamed_against_the_pentium2_disk():
+    """Issue 12's 7B-shaped ternary checkpoint on the 128 MB Pentium II: `invoke plan --json` gives its streaming row
+    with the file's size, the disk it does not fit (2.67 GB against 1.6 GB, fp32 embeddings and classifier), the
+    positions whose KV cache fits the 96 MB budget, and the disk's limit from the bytes read per token."""
+    import os
+    import subprocess
+    import sys
+
+    from deploy.checkpoint import expected_size
+    from deploy.models import LLAMA2_7B
+    from deploy.stream import layer_bytes, row_bytes
+
+    done = subprocess.run([sys.executable, "-m", "invoke", "plan", "--target", "win98-p2", "--model", "llama2-7b",
+                           "--json"], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert done.returncode == 1, done.stderr  # the model does not fit as it is
+    rows = [row for row in json.loads(done.stdout) if row.get("streaming")]
+    assert [row["version"] for row in rows] == [0, 3]
+    row, header = rows[1], Header(3, "little", LLAMA2_7B)
+    assert row["model_bytes"] == expected_size(header) and 2.6e9 < row["model_bytes"] < 2.7e9
+    assert row["disk_mb"] == 1600 and not row["fits"]
+    assert row["problems"] == [f"disk: needs {(row['model_bytes'] + 150_000 + 433_869) / 2**20:,.1f} MB, the limit "
+                               "is 1600 MB"]
+    # memory fits at the most positions whose KV cache (1 MB each) the budget holds beside one 51 MB layer buffer
+    budget = row["budget_mb"] << 20
+    assert row["budget_mb"] == 96 and row["least_memory_mb"] <= 96
+    assert stream_plan(header, budget, False, 433_869, row["steps"]).fits
+    assert not stream_plan(header, budget, False, 433_869, row["steps"] + 1).fits and 30 < row["steps"] < 60
+    # every layer, the token's embedding row and the 524 MB fp32 classifier (in chunks) each token
+    c = LLAMA2_7B
+    assert row["bytes_per_token"] == c.n_layers * layer_bytes(header) + (c.vocab_size + 1) * row_bytes(header)
+    assert row["predicted_tok_s"] == row["disk_limit_tok_s"] == pytest.approx(10e6 / row["bytes_per_token"])
+    assert 0.004 < row["predicted_tok_s"] < 0.005

@@ -1,6 +1,6 @@
 """Streaming builds (ports/loaders/stream.c.j2): the weights read from disk under a memory budget print and write
-exactly what the in-memory build does, on the host and under the emulators, for v0, v1 and v2 files, whole or in
-numbered parts; a budget too small for one layer is refused in one line."""
+exactly what the in-memory build does, on the host and under the emulators, for v0, v1, v2 and v3 (ternary) files,
+whole or in numbered parts; a budget too small for one layer is refused in one line."""
 
 import re
 import shutil
@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from deploy.build import build
+from deploy.checkpoint import Config, read_header, segments
 from deploy.convert import convert_checkpoint, model_for_target
 from deploy.parts import part_name, split_into_parts
 from deploy.plan import make_plan, toolchain_present
@@ -61,7 +62,9 @@ def smallest_budget(plan, model, tokenizer, work):
 
 @pytest.fixture(scope="module")
 def formats(tmp_path_factory):
-    """The bundled model (v0, shared classifier) as v0, v1 and v2; a v1 model with its own classifier."""
+    """The bundled model (v0, shared classifier) as v0, v1 and v2; a v1 model with its own classifier; the bundled
+    ternary model (v3); a random v3 model with its own classifier and rows of 4202 weights (a byte tail after the
+    SIMD steps)."""
     folder = tmp_path_factory.mktemp("formats")
     model, tokenizer = ROOT_MODELS / "tiny260k.bin", ROOT_MODELS / "tiny260k-tok.bin"
     convert_checkpoint(model, folder / "v1.bin", version=1)
@@ -71,8 +74,13 @@ def formats(tmp_path_factory):
 
     write_random_model(folder / "unshared.bin", replace(config, shared_classifier=False), version=1, seed=5)
     write_tokenizer(synthetic_tokenizer(config.vocab_size), folder / "tok.bin")
+    awkward = Config(64, 4202, 2, 4, 2, 512, 128, shared_classifier=False)
+    write_random_model(folder / "v3-random.bin", awkward, version=3, seed=8)
+    write_tokenizer(synthetic_tokenizer(awkward.vocab_size), folder / "tok512.bin")
     return {"v0": (model, tokenizer), "v1": (folder / "v1.bin", tokenizer), "v2": (folder / "v2.bin", tokenizer),
-            "v1-unshared": (folder / "unshared.bin", folder / "tok.bin")}
+            "v1-unshared": (folder / "unshared.bin", folder / "tok.bin"),
+            "v3": (ROOT_MODELS / "tiny260k-ternary.bin", tokenizer),
+            "v3-random": (folder / "v3-random.bin", folder / "tok512.bin")}
 
 
 def check_streams_as_in_memory(target, files, build_dir, work, mode="exact"):
@@ -91,16 +99,18 @@ def check_streams_as_in_memory(target, files, build_dir, work, mode="exact"):
         np.testing.assert_array_equal(streamed_logits, logits)
 
 
-@pytest.mark.parametrize("version", ["v0", "v1", "v2", "v1-unshared"])
+@pytest.mark.parametrize("version", ["v0", "v1", "v2", "v1-unshared", "v3", "v3-random"])
 def test_host_streams_every_version_as_in_memory(version, formats, build_dir, tmp_path):
     check_streams_as_in_memory("host", formats[version], build_dir, tmp_path)
 
 
-def test_host_fast_build_streams_as_in_memory(formats, build_dir, tmp_path):
-    check_streams_as_in_memory("host", formats["v2"], build_dir, tmp_path, mode="fast")
+@pytest.mark.parametrize("version", ["v2", "v3-random"])
+def test_host_fast_build_streams_as_in_memory(version, formats, build_dir, tmp_path):
+    check_streams_as_in_memory("host", formats[version], build_dir, tmp_path, mode="fast")
 
 
-@pytest.mark.parametrize("target, version", [("powerbook-g4", "v0"), ("powerbook-g4", "v2"), ("win98-p2", "v2")])
+@pytest.mark.parametrize("target, version", [("powerbook-g4", "v0"), ("powerbook-g4", "v2"), ("win98-p2", "v2"),
+                                             ("win98-p2", "v3"), ("win98-p2", "v3-random"), ("powerbook-g4", "v3")])
 def test_emulated_targets_stream_as_in_memory(target, version, formats, build_dir, tmp_path):
     check_streams_as_in_memory(target, formats[version], build_dir, tmp_path)
 
@@ -127,6 +137,23 @@ def test_parts_read_as_one_file(target, formats, build_dir, tmp_path):
     parts[part_name(name, len(parts) - 1)].unlink()
     code, _, stderr, _ = run(plan, folder / name, tokenizer, tmp_path, "-b", 8)
     assert code == 1 and b"truncated" in stderr and stderr.count(b"\n") == 1, stderr
+
+
+@pytest.mark.parametrize("target", ["host", "win98-p2"])
+def test_damaged_ternary_layer_is_refused_as_it_is_read(target, formats, build_dir, tmp_path):
+    """An invalid code (binary 11) in the last layer is found when that layer is streamed in: one line naming it."""
+    model, tokenizer = formats["v3-random"]
+    offset = read_header(model).size
+    for segment in segments(read_header(model)):
+        if segment.name == "w2.1.t":
+            break
+        offset += segment.nbytes
+    damaged = bytearray(model.read_bytes())
+    damaged[offset + 100] = 0xFF
+    (tmp_path / "damaged.bin").write_bytes(damaged)
+    code, _, stderr, _ = run(plan_for(target, build_dir, True), tmp_path / "damaged.bin", tokenizer, tmp_path)
+    assert code == 1 and stderr.count(b"\n") == 1, stderr
+    assert b"w2 holds an invalid ternary code (binary 11) at byte 100; the file is damaged" in stderr, stderr
 
 
 def test_bad_budgets_are_one_line(formats, build_dir, tmp_path):
