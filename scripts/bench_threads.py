@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Host threads, idle and under load (a benchmark, not a timed test): tok/s of the host build with 1 and 2 threads,
-on idle cores and while a busy loop (`python3 -c 'while 1: pass'`) holds one core, median of --runs runs, interleaved.
+on idle cores and while a busy loop (`python3 -c 'while 1: pass'`) pinned to the last core holds it, median of --runs
+runs, interleaved.
 
 The model is random and stories15M-shaped (fp32, and int8 with --int8). Extra programs to compare (e.g. an older
 build) can be given with --program; each runs the same way. Figures: docs/benchmarks.md ("Threads").
@@ -28,6 +29,10 @@ WORK = ROOT / "build" / "bench-threads"
 BUSY_LOOP = [sys.executable, "-c", "while 1: pass"]
 
 
+def pin_to_last_core():
+    os.sched_setaffinity(0, {max(os.sched_getaffinity(0))})
+
+
 def inputs(int8):
     WORK.mkdir(parents=True, exist_ok=True)
     model, tokenizer = WORK / ("s15-q.bin" if int8 else "s15.bin"), WORK / "tok32000.bin"
@@ -49,7 +54,7 @@ def measure(programs, model, tokenizer, steps, runs):
     samples = {}
     for _ in range(runs):
         for loaded in (False, True):
-            competitor = subprocess.Popen(BUSY_LOOP) if loaded else None
+            competitor = subprocess.Popen(BUSY_LOOP, preexec_fn=pin_to_last_core) if loaded else None
             try:
                 for name, program in programs.items():
                     for threads in (1, 2):
