@@ -147,10 +147,10 @@ def _peak(machine, profile):
 
 
 def threads(profile):
-    """Threads a build runs with: the profile's cores when it uses OpenMP. The counts are of one thread; the
+    """Threads a build runs with: the profile's cores when it has threads (a pthread pool). The counts are of one thread; the
     compute is divided evenly (matmul dominates; the serial rest and unequal cores are not modelled), while
     every thread shares the one memory stream."""
-    if not profile or profile.port.get("threads") != "openmp":
+    if not profile or profile.port.get("threads") != "pthreads":
         return 1
     return (profile.get("cpu") or {}).get("cores", 1)
 

@@ -72,9 +72,7 @@ class BuildPlan:
         flags = [*tc.get("flags", []), f"-std={self.port['dialect']}"]
         if self.mode != "fast":
             flags += ORACLE_FLAGS
-        if self.port["threads"] == "openmp":
-            flags.append("-fopenmp")
-        if self.port["readahead"]:
+        if self.port["threads"] == "pthreads" or self.port["readahead"]:
             flags.append("-pthread")
         if self.exact:
             flags += tc.get("exact_flags", [])

@@ -73,7 +73,7 @@ POSITIVE = Number(low=1)
 # (a mapping with these keys) or [schema] (a list, possibly empty).
 PORT = {"dialect": Required(["c89", "gnu89", "gnu99"]), "kernel": Required(KERNELS),
         "loader": Required(["fread", "mmap"]), "timer": Required(["clock_gettime", "gettickcount", "mach", "clock"]),
-        "threads": Required(["none", "openmp"]), "math": ["libm", "portable"],
+        "threads": Required(["none", "pthreads"]), "math": ["libm", "portable"],
         "allocator": Required(["malloc", "virtualalloc"]), "memory_cap_mb": POSITIVE,
         "read_chunk": Number(low=MIN_READ_CHUNK)}
 TOOLCHAIN = {
@@ -321,8 +321,8 @@ def _check_combinations(data, path):
                                 f"(has: {', '.join(cpu.get('features', [])) or 'none'})")
     if cpu.get("word_bits") == 64 and cpu["arch"] in ("i686", "powerpc", "armv6", "armv7"):
         raise DeployError(path, f"'cpu.word_bits' is 64, but {cpu['arch']} is a 32-bit CPU")
-    if port.get("threads") == "openmp" and cpu.get("cores", 1) < 2:
-        raise DeployError(path, "'port.threads' is openmp, but cpu.cores is 1")
+    if port.get("threads") == "pthreads" and cpu.get("cores", 1) < 2:
+        raise DeployError(path, "'port.threads' is pthreads, but cpu.cores is 1")
     if port.get("timer") == "gettickcount" and data["os"] != "windows98":
         raise DeployError(path, "'port.timer' gettickcount needs a Windows os")
     machine = data.get("machine") or {}
