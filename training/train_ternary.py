@@ -128,7 +128,7 @@ def main():
     parser.add_argument("--init", default=str(ROOT / "models" / "tiny260k.bin"), help="fp32 model to start from")
     parser.add_argument("--tokenizer", default=str(ROOT / "models" / "tiny260k-tok.bin"))
     parser.add_argument("--out", default=str(ROOT / "models" / "tiny260k-ternary.bin"))
-    parser.add_argument("--steps", type=int, default=800)
+    parser.add_argument("--steps", type=int, default=1200)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--seq-len", type=int, default=256)
     parser.add_argument("--lr", type=float, default=2e-3)
