@@ -20,7 +20,7 @@ from deploy.profile import load_profile
 from deploy.results import emulator_of, how_label, how_measured
 from deploy.runner import tokens_per_second
 from deploy.stage import STAGE_DIR, stage_files
-from deploy.stream import streaming_needed, streaming_plan
+from deploy.stream import run_steps, shorter_run_hint, streaming_needed, streaming_plan
 
 
 @dataclasses.dataclass
@@ -123,10 +123,12 @@ def prepare_host(host, options, report):
         files = profile["files"]
         sizes = {files["model"]: _size(options.model), files["tokenizer"]: _size(options.tokenizer),
                  files["program"]: 0}
-        fit = check_fit(profile, header, sizes, streaming=streaming_plan(profile, header, plan))
+        tokenizer_bytes = sizes[files["tokenizer"]]
+        streaming = streaming_plan(profile, header, plan, tokenizer_bytes, run_steps(options.run_args))
+        fit = check_fit(profile, header, sizes, streaming=streaming)
         if not fit.ok:
             raise DeployError(f"{host.name}: {options.model} does not fit {profile.name}: "
-                              + "; ".join(fit.problems()))
+                              + "; ".join(fit.problems()) + shorter_run_hint(header, streaming, tokenizer_bytes))
         report(result, "plan", f"fits {profile.name}: " + ", ".join(f"{c.what} {c.need} of {c.limit}"
                                                                     for c in fit.checks))
         return Prepared(host, profile, plan, header, result)

@@ -136,8 +136,8 @@ def predict_streaming(profile, header, compute_tok_s=None, budget_mb=None, token
 
 
 def streaming_needed(profile, model, tokenizer):
-    """Do the model's weights not fit the target's memory, while everything else does (so that deploy streams it)?
-    A model whose KV cache alone is too big is left to the fit check's refusal."""
+    """Does the model not fit the target's memory, while a streamed run of at least one step would (so that deploy
+    streams it; the fit check then weighs the run's own length)?"""
     from pathlib import Path
 
     from deploy.checkpoint import read_header
@@ -147,12 +147,34 @@ def streaming_needed(profile, model, tokenizer):
         return False  # nothing to stream, or the fit check names the missing file
     tokenizer_bytes = Path(tokenizer).stat().st_size
     header = read_header(model)
-    needed = memory_needed(header, tokenizer_bytes=tokenizer_bytes)
-    return needed > limit * MB and needed - weight_bytes(header) <= limit * MB
+    if memory_needed(header, tokenizer_bytes=tokenizer_bytes) <= limit * MB:
+        return False
+    return stream_plan(header, limit * MB, readahead(profile), tokenizer_bytes, steps=1).fits
 
 
-def streaming_plan(profile, header, plan):
-    """The StreamPlan of a streaming build plan under its default budget, or None for an in-memory build."""
+def streaming_plan(profile, header, plan, tokenizer_bytes=0, steps=DEFAULT_STEPS):
+    """The StreamPlan of a streaming build plan under its default budget for a run of `steps` positions, or None for
+    an in-memory build."""
     if not plan.port["stream"]:
         return None
-    return stream_plan(header, plan.port["stream_budget_mb"] * MB, plan.port["readahead"])
+    return stream_plan(header, plan.port["stream_budget_mb"] * MB, plan.port["readahead"], tokenizer_bytes, steps)
+
+
+def shorter_run_hint(header, streaming, tokenizer_bytes=0):
+    """What to say when a streamed run's KV cache is what does not fit: the longest run that does, or ''."""
+    if streaming is None or streaming.fits:
+        return ""
+    steps = steps_that_fit(header, streaming.budget_bytes, streaming.buffers == 2, tokenizer_bytes,
+                           most=streaming.steps)
+    if steps is None or steps >= streaming.steps:
+        return ""
+    return f"; streamed, a run of --steps {steps} or fewer fits (the KV cache grows with every step)"
+
+
+def run_steps(run_args):
+    """The positions a run of the program with `run_args` goes through (its -n; 0 is the model's seq_len: None)."""
+    args = list(run_args)
+    for flag, value in zip(args, args[1:]):
+        if flag == "-n" and value.isdigit():
+            return int(value) or None
+    return DEFAULT_STEPS

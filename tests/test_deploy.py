@@ -115,14 +115,16 @@ def test_a_model_that_does_not_fit_is_refused_before_any_work(tmp_path):
     from deploy.synth import random_model, synthetic_tokenizer
     from deploy.tokenizer import write_tokenizer
 
-    # 2 x 5 x 200000 x 32 floats of KV cache: 256 MB, over the win98-p2 port's 96 MB cap
+    # 2 x 5 x 200000 x 32 floats of KV cache for a run through all 200000 positions (-n 0): 256 MB, over the
+    # win98-p2 port's 96 MB cap even with the weights streamed
     write_model(random_model(Config(64, 172, 5, 8, 4, 300, 200000)), tmp_path / "long.bin", version=1)
     write_tokenizer(synthetic_tokenizer(300), tmp_path / "tok.bin")
     path = write_inventory(tmp_path, "all:\n  hosts:\n    w: {target: win98-p2, connection: emulator}\n")
     options = Options(str(tmp_path / "long.bin"), str(tmp_path / "tok.bin"), stage_root=tmp_path / "stage",
-                      build_dir=tmp_path / "build")
+                      build_dir=tmp_path / "build", run_args=("-n", "0"))
     result = deploy_hosts(load_inventory(path).select(), options, Quiet())[0]
     assert "does not fit win98-p2" in result.error and "96 MB" in result.error
+    assert "streamed, a run of --steps" in result.error
     assert not (tmp_path / "build").exists()
 
 

@@ -197,3 +197,33 @@ def test_plan_shows_a_7b_ternary_streamed_against_the_pentium2_disk():
     assert row["bytes_per_token"] == c.n_layers * layer_bytes(header) + (c.vocab_size + 1) * row_bytes(header)
     assert row["predicted_tok_s"] == row["disk_limit_tok_s"] == pytest.approx(10e6 / row["bytes_per_token"])
     assert 0.004 < row["predicted_tok_s"] < 0.005
+
+
+def test_deploy_sizes_the_streamed_kv_cache_to_the_run(tmp_path):
+    """A 1.5 GB model (sparse file) of 64 thin layers on p2-linux (84 MB): streamed, its KV cache for -n 128 does not
+    fit but for -n 118 it does; deploy checks the run it was asked for and names the longest run that fits."""
+    import struct
+
+    from deploy.checkpoint import expected_size
+    from deploy.inventory import load_inventory
+    from deploy.pipeline import Options, deploy_hosts
+
+    config = Config(1024, 512, 64, 8, 8, 512, 1024)
+    model, tokenizer = tmp_path / "thin.bin", ROOT_MODEL.with_name("tiny260k-tok.bin")
+    with open(model, "wb") as out:
+        out.write(struct.pack("<7i", 1024, 512, 64, 8, 8, 512, 1024))
+        out.truncate(expected_size(Header(0, "little", config)))
+    inventory = tmp_path / "inventory.yaml"
+    inventory.write_text("all:\n  hosts:\n    p2: {target: p2-linux, connection: emulator}\n")
+    hosts = load_inventory(inventory).select()
+
+    def deploy(steps):
+        options = Options(str(model), str(tokenizer), exact=True, dry=True, stage_root=tmp_path / "stage",
+                          build_dir=tmp_path / "build", run_args=("-n", str(steps), "-i", "the"))
+        return deploy_hosts(hosts, options, Quiet())[0]
+
+    refused = deploy(128)
+    assert refused.error and "does not fit" in refused.error and "a run of --steps 118 or fewer fits" in refused.error
+    shorter = deploy(118)
+    assert shorter.error is None, shorter.error
+    assert any(step == "plan" and "streaming" in what for step, what in shorter.steps)
