@@ -20,6 +20,7 @@ from deploy import processes
 from deploy.errors import DeployError
 from deploy.manifest import sha256_file
 from deploy.runner import prepare_emulator, run_env
+from deploy.stream import run_steps
 from deploy.verify import check_file
 
 FTP_CLIENTS = ["inetutils-ftp", "tnftp", "ftp"]  # Debian clients that take commands on stdin, like ftp.exe
@@ -246,23 +247,37 @@ def _adb(host, profile, plan, stage, options, say):
     say(f"pushed {len(stage.files)} files to {remote_dir(host)}")
 
 
+def run_time_limit(profile, stage, run_args):
+    """Seconds an emulated run may take before it counts as hung: an hour, or for big models a second per MB of model
+    per step (the whole emulated Pentium II streams its FAT32 disk at about 13 MB/s; the user-mode emulators run
+    in-memory models far faster), so that a slow, long run of a large model is not cut short."""
+    model_bytes = sum(f.size for f in stage.files
+                      if f.name not in (profile["files"]["program"], profile["files"]["tokenizer"]))
+    return max(3600.0, (run_steps(run_args) or 1024) * model_bytes / 1e6)
+
+
 def run(host, profile, plan, stage, options, echo=None):
     """Run the delivered program on the host; returns a CompletedProcess with text stdout and stderr.
     `echo(data, is_stderr)` sees the output as it comes (for `invoke run --host`)."""
     args = run_line(profile, options.run_args)
+    limit = run_time_limit(profile, stage, options.run_args)
     if host.connection == "emulator":
         disk = machine_dir(host, stage)
         prepare_emulator(plan)
         command = [*profile.emulator, str(disk / profile["files"]["program"]), *args[1:]]
-        if echo is None:
-            done = processes.run(command, cwd=disk, env=run_env(plan), timeout=3600)
-        else:
-            done = processes.run_echoing(command, echo, cwd=disk, env=run_env(plan))
+        try:
+            if echo is None:
+                done = processes.run(command, cwd=disk, env=run_env(plan), timeout=limit)
+            else:
+                done = processes.run_echoing(command, echo, cwd=disk, env=run_env(plan))
+        except subprocess.TimeoutExpired:
+            raise DeployError(host.name, f"the program did not finish within {limit:.0f} s"
+                                         + (f" under {profile.emulator[0]}" if profile.emulator else "") + "; stopped") from None
         return subprocess.CompletedProcess(command, done.returncode, _text(done.stdout), _text(done.stderr))
     if host.connection == "vm":
         from deploy import vm
 
-        done = vm.run(host, profile, machine_dir(host, stage), args)
+        done = vm.run(host, profile, machine_dir(host, stage), args, timeout=limit)
         if echo is not None:
             echo(done.stdout.encode(), False)
             echo(done.stderr.encode(), True)

@@ -227,3 +227,26 @@ def test_deploy_sizes_the_streamed_kv_cache_to_the_run(tmp_path):
     shorter = deploy(118)
     assert shorter.error is None, shorter.error
     assert any(step == "plan" and "streaming" in what for step, what in shorter.steps)
+
+
+def test_an_emulated_run_of_a_big_model_gets_time_to_finish():
+    """The run's time limit grows with the model and the steps (stories110M streamed on the whole emulated Pentium II
+    took 33 s a token: 128 steps would have been cut at the old fixed hour)."""
+    from pathlib import Path
+
+    from deploy.deliver import run_time_limit
+    from deploy.stage import Stage, StagedFile
+
+    profile = load_profile("p2-linux")
+    files = profile["files"]
+
+    def limit(model_bytes, args):
+        staged = [StagedFile(files["program"], Path("p"), 10 ** 6, ""),
+                  StagedFile(files["tokenizer"], Path("t"), 10 ** 6, ""),
+                  StagedFile(files["model"], Path("m"), model_bytes, "")]
+        return run_time_limit(profile, Stage("p2", Path("."), staged, False), args)
+
+    assert limit(1_056_540, ("-n", "128")) == 3600
+    assert limit(438_000_000, ("-n", "128")) == 438 * 128
+    assert limit(438_000_000, ("-n", "4")) == 3600
+    assert limit(438_000_000, ("-i", "the")) == 438 * 256  # the program's default -n
