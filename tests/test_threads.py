@@ -44,6 +44,32 @@ def test_two_threads_write_the_same_logits_as_one(host_fast_plan, stories15m, tm
     assert logits[1].read_bytes() == logits[2].read_bytes()
 
 
+@needs_two_cores
+def test_the_pool_has_no_data_race(host_fast_plan, stories15m, tmp_path):
+    """ThreadSanitizer over the pool's lock-free claims: 2 and 3 threads on fp32, int8 and ternary, idle and with a
+    busy core (the steal and sleep paths), report nothing and write one thread's logits."""
+    program = tmp_path / "run-tsan"
+    subprocess.run(["gcc", "-O1", "-g", "-fsanitize=thread", "-std=gnu99", "-pthread", "-o", str(program),
+                    str(host_fast_plan.source), "-lm"], check=True, capture_output=True)
+    busy = None
+    try:
+        for loaded in (False, True):
+            if loaded:
+                busy = subprocess.Popen([sys.executable, "-c", "while 1: pass"], preexec_fn=pin_to_last_core)
+            for version in (0, 2, 3):
+                model, tokenizer = stories15m / f"v{version}.bin", stories15m / "tok.bin"
+                logits = {}
+                for threads in (1, 2, 3):
+                    logits[threads] = tmp_path / f"v{version}-{threads}.f32"
+                    done = run(program, model, tokenizer, threads, "-n", 6, "-l", logits[threads])
+                    assert b"ThreadSanitizer" not in done.stderr, done.stderr.decode(errors="replace")[-3000:]
+                assert logits[1].read_bytes() == logits[2].read_bytes() == logits[3].read_bytes()
+    finally:
+        if busy is not None:
+            busy.kill()
+            busy.wait()
+
+
 def pin_to_last_core():
     os.sched_setaffinity(0, {max(os.sched_getaffinity(0))})
 
