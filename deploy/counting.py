@@ -34,9 +34,14 @@ PEERS = ROOT.parent / "shared" / "peers"
 PLUGIN_SOURCE = ROOT / "ports" / "tools" / "count_blocks.c"
 ULLM_MAIN = ROOT / "ports" / "tools" / "ullm_main.c"
 WINDOW = 256
-FULL_STEPS = (2, 4, 8)
-LAYERED_RUNS = ((1, 2), (1, 4), (1, 8), (2, 2), (2, 4))  # (layers, steps)
+# Runs long enough that the attention's growth per position stands clear of the counts' step-to-step noise: from 2, 4
+# and 8 steps it came out twice what longer runs show (docs/machine-model.md, "Per token"). A model small enough to
+# sit in the caches is run for the whole window instead: its key and value cache spills out of them as it grows, so
+# the growth is not linear, and its runs are cheap.
+FULL_STEPS = (2, 16, 32)
+LAYERED_RUNS = ((1, 2), (1, 16), (1, 32), (2, 2), (2, 16))  # (layers, steps)
 BIG_SHAPES = {"stories42M", "stories110M"}
+WHOLE_WINDOW_SHAPES = {"stories260K"}
 
 
 @dataclasses.dataclass
@@ -188,9 +193,13 @@ def _disassembly(path):
 
 
 def per_token(runs, n_layers, window):
-    """Fit counts of runs {(layers, steps): {name: value}} and return {name: per-token value} for the full model."""
+    """Fit counts of runs {(layers, steps): {name: value}} and return {name: per-token value} for the full model. Two
+    runs of one model (2 steps and the whole window): their difference over the steps between them."""
     keys = sorted(runs)
     layered = len({layers for layers, _ in keys}) > 1
+    if len(keys) == 2 and not layered:
+        (_, short), (_, long) = keys
+        return {name: (runs[keys[1]][name] - runs[keys[0]][name]) / (long - short) for name in runs[keys[0]]}
 
     def features(layers, steps):
         tri = steps * (steps - 1) / 2
@@ -213,12 +222,16 @@ def per_token(runs, n_layers, window):
 def count(machine, program, shape_name, version, work):
     """Per-token figures of `program` on `machine` for a synthetic model of `shape_name` (fp32 v0 or int8 v2)."""
     shape = SHAPES[shape_name]
-    plan = LAYERED_RUNS if shape_name in BIG_SHAPES else tuple((shape.n_layers, n) for n in FULL_STEPS)
+    window = min(WINDOW, shape.seq_len)
+    if shape_name in BIG_SHAPES:
+        plan = LAYERED_RUNS
+    else:
+        steps = (2, window) if shape_name in WHOLE_WINDOW_SHAPES else FULL_STEPS
+        plan = tuple((shape.n_layers, n) for n in steps)
     runs = {}
     for layers, steps in plan:
         model, tokenizer = synthetic_files(work, shape_name, layers, version, machine.byteorder)
         runs[(layers, steps)] = measure_run(machine, program, model, tokenizer, steps, work)
-    window = min(WINDOW, shape.seq_len)
     return {"per_token": per_token(runs, shape.n_layers, window), "window": window,
             "runs": [list(key) for key in plan]}
 

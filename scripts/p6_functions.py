@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Where a Pentium II build's cycles go: per-token P6-model cycles by function (deploy.p6_model.by_function), from
-callgrind runs of 2, 4 and 8 steps on a synthetic model (the method of scripts/count_machines.py, FACTS section 8).
+callgrind runs of 2, 16 and 32 steps on a synthetic model (the method of scripts/count_machines.py, FACTS section 8).
 
 Usage: .venv/bin/python scripts/p6_functions.py [--target p2-linux] [--mode fast] [--model stories260K]
        [--version 0|2] [--peer "llama98 -O0"] [--top 15]

@@ -85,6 +85,24 @@ def test_a_real_recount_matches_the_committed_count(tmp_path):
         assert fresh["per_token"][name] == pytest.approx(committed["per_token"][name], rel=0.02), name
 
 
+@pytest.mark.skipif(not (shutil.which("valgrind") and shutil.which("i686-linux-gnu-gcc")),
+                    reason="needs valgrind and gcc-i686-linux-gnu")
+def test_the_per_token_fit_foresees_longer_runs(tmp_path):
+    """The per-position growth fitted from runs of counting.FULL_STEPS predicts what steps 64 to 128 cost (our
+    Pentium II int8 build, stories15M-shaped): runs of 2, 4 and 8 steps had doubled the attention's growth."""
+    machine = machine_model.MACHINES["pentium2"]
+    program = counting.ours("p2-linux", tmp_path)
+    layers = counting.SHAPES["stories15M"].n_layers
+    model, tokenizer = counting.synthetic_files(tmp_path, "stories15M", layers, 2, machine.byteorder)
+    cycles = {n: counting.measure_run(machine, program, model, tokenizer, n, tmp_path)["cycles"]
+              for n in (*counting.FULL_STEPS, 64, 128)}
+    runs = {(layers, n): {"cycles": cycles[n]} for n in counting.FULL_STEPS}
+    a = counting.per_token(runs, layers, window=0)["cycles"]  # a step's cost at position 0
+    b = counting.per_token(runs, layers, window=2)["cycles"] - a  # and its growth per position
+    foreseen = 64 * a + b * (128 * 127 - 64 * 63) / 2
+    assert cycles[128] - cycles[64] == pytest.approx(foreseen, rel=0.01)
+
+
 def test_the_p6_fpu_issues_an_fadd_between_two_fmuls():
     """Port 0 takes one x87 uop per cycle; the multiplier a new FMUL every 2nd cycle (register forms included: "fmul"
     was once read as "fmu"). Four multiply-adds with the x values on the stack: 8 cycles, the x87's one operation per
