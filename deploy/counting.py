@@ -220,7 +220,8 @@ def per_token(runs, n_layers, window):
 
 
 def count(machine, program, shape_name, version, work):
-    """Per-token figures of `program` on `machine` for a synthetic model of `shape_name` (v0 fp32, v2 int8, v3 ternary)."""
+    """Per-token figures of `program` on `machine` for a synthetic model of `shape_name` (v0 fp32, v2 int8, v3
+    ternary)."""
     shape = SHAPES[shape_name]
     window = min(WINDOW, shape.seq_len)
     if shape_name in BIG_SHAPES:

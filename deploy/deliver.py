@@ -271,8 +271,8 @@ def run(host, profile, plan, stage, options, echo=None):
             else:
                 done = processes.run_echoing(command, echo, cwd=disk, env=run_env(plan))
         except subprocess.TimeoutExpired:
-            raise DeployError(host.name, f"the program did not finish within {limit:.0f} s"
-                                         + (f" under {profile.emulator[0]}" if profile.emulator else "") + "; stopped") from None
+            under = f" under {profile.emulator[0]}" if profile.emulator else ""
+            raise DeployError(host.name, f"the program did not finish within {limit:.0f} s{under}; stopped") from None
         return subprocess.CompletedProcess(command, done.returncode, _text(done.stdout), _text(done.stderr))
     if host.connection == "vm":
         from deploy import vm
