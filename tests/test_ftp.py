@@ -591,7 +591,8 @@ def test_ctrl_c_stops_serving_within_2_s(staged, tmp_path, stay):
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     process = subprocess.Popen([sys.executable, "-u", "-c", SERVE_AND_WAIT, str(tmp_path / "stage"), stay],
                                cwd=root, env={**os.environ, "PYTHONPATH": root}, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+                               stderr=subprocess.PIPE, text=True,  # SIGINT delivered even if the suite ignores it
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         lines = []
         while not any("type: " in line for line in lines):

@@ -160,9 +160,15 @@ def test_emulated_figures_are_never_set_beside_published_ones(tmp_path):
 # --- Ctrl-C, against the real command line
 
 def _invoke(*args, marker):
+    """`invoke ARGS` as a user's terminal starts it: Ctrl-C (SIGINT) delivered, whatever the suite was started with (a
+    shell's background job ignores SIGINT, and its children inherit that)."""
     env = dict(os.environ, PYTHONPATH=str(ROOT), RETRO_TEST_MARK=marker)
     return subprocess.Popen([sys.executable, "-m", "invoke", *args], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=_sigint_as_in_a_terminal)
+
+
+def _sigint_as_in_a_terminal():
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _marked(marker):
