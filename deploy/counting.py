@@ -36,9 +36,8 @@ ULLM_MAIN = ROOT / "ports" / "tools" / "ullm_main.c"
 WINDOW = 256
 # Runs long enough that no two loops of one function run nearly as often (the P6 model costs such loops as one group):
 # from 2, 4 and 8 steps the attention's growth came out twice what longer runs show (docs/machine-model.md, "Per
-# token"). A model small enough to
-# sit in the caches is run for the whole window instead: its key and value cache spills out of them as it grows, so
-# the growth is not linear, and its runs are cheap.
+# token"). A model small enough to sit in the caches is run for the whole window instead: its key and value cache
+# spills out of them as it grows, so the growth is not linear, and its runs are cheap.
 FULL_STEPS = (2, 16, 32)
 LAYERED_RUNS = ((1, 2), (1, 16), (1, 32), (2, 2), (2, 16))  # (layers, steps)
 BIG_SHAPES = {"stories42M", "stories110M"}
